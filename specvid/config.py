@@ -1,0 +1,154 @@
+"""Typed configuration. All user-facing validation lives here.
+
+Each model is a pydantic model with described fields, so the same objects validate CLI flags,
+REST bodies and `serve_config.yaml`. A bad value raises `InvalidRequestError` through
+`parse()`, never a bare traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from specvid.errors import InvalidRequestError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """Which model to load and how."""
+
+    name: str = Field(
+        description="A built-in name (e.g. 'random-qwen', 'qwen-tiny'), a local checkpoint "
+        "directory, or a Hugging Face model id."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weight and activation dtype."
+    )
+    device: str = Field("cpu", description="torch device, e.g. 'cpu' or 'cuda:0'.")
+    attn_implementation: Literal["eager", "sdpa"] = Field(
+        "sdpa", description="Attention kernel; 'eager' is needed where attention weights are read."
+    )
+
+
+class VideoSampling(_Strict):
+    """How frames are picked from a decoded video and how large they are."""
+
+    num_frames: Optional[int] = Field(
+        8, ge=1, le=1024, description="Uniformly sample this many frames (exclusive with fps)."
+    )
+    fps: Optional[float] = Field(
+        None, gt=0, le=60, description="Sample at this rate instead of a fixed count."
+    )
+    width: int = Field(112, ge=14, le=4096, description="Frame width after resize (pixels).")
+    height: int = Field(112, ge=14, le=4096, description="Frame height after resize (pixels).")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "VideoSampling":
+        if (self.num_frames is None) == (self.fps is None):
+            raise ValueError("set exactly one of num_frames and fps")
+        return self
+
+
+class VideoLimits(_Strict):
+    """Caps that protect a server from oversized input."""
+
+    max_bytes: int = Field(256 * 2**20, ge=1, description="Largest accepted video file (bytes).")
+    max_duration_s: float = Field(600.0, gt=0, description="Longest accepted video (seconds).")
+    max_frames: int = Field(256, ge=1, description="Most frames sampled from one video.")
+    max_pixels: int = Field(
+        4096 * 4096, ge=1, description="Largest accepted source frame (width x height)."
+    )
+
+
+class SourceConfig(_Strict):
+    """Where videos may be read from."""
+
+    local_root: Optional[str] = Field(
+        None,
+        description="Local paths must resolve inside this directory; None forbids local paths "
+        "(the CLI sets it to '/' for a user's own files).",
+    )
+    https_allowlist: tuple[str, ...] = Field(
+        (), description="Hostnames https:// URLs may name; empty forbids https."
+    )
+    s3_endpoint_url: Optional[str] = Field(
+        None, description="S3 endpoint; defaults to AWS_ENDPOINT_URL or the AWS default."
+    )
+    s3_allowed_buckets: Optional[tuple[str, ...]] = Field(
+        None, description="Buckets s3:// URIs may name; None allows any the credentials reach."
+    )
+    max_retries: int = Field(3, ge=0, le=10, description="Retries of transient fetch errors.")
+    backoff_s: float = Field(0.2, ge=0, le=10, description="First retry delay, doubled each time.")
+    timeout_s: float = Field(30.0, gt=0, description="Connect and read timeout per attempt.")
+
+
+class SamplingParams(_Strict):
+    """How the target's distribution becomes tokens."""
+
+    temperature: float = Field(
+        0.0, ge=0.0, le=10.0, description="0 is greedy; > 0 samples (SD stays lossless)."
+    )
+    top_k: int = Field(0, ge=0, description="Keep the k most likely tokens; 0 keeps all.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus mass kept; 1 keeps all.")
+    seed: Optional[int] = Field(None, description="Seed of the request's random stream.")
+    max_tokens: int = Field(64, ge=1, le=8192, description="Most tokens generated.")
+    stop_token_ids: tuple[int, ...] = Field(
+        (), description="Extra token ids that end generation, besides the model's EOS tokens."
+    )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+Method = Literal["ar", "sd"]
+
+
+class SpecConfig(_Strict):
+    """Which decoding method runs and its knobs."""
+
+    method: Method = Field(
+        "sd", description="'ar': target alone; 'sd': full-video draft, exact verification."
+    )
+    num_draft_tokens: int = Field(
+        5, ge=1, le=64, description="Draft tokens proposed per round (k)."
+    )
+
+
+class Limits(_Strict):
+    """Caps on a request's size."""
+
+    max_prompt_chars: int = Field(8192, ge=1, description="Longest accepted prompt (characters).")
+    max_context_tokens: int = Field(
+        32768, ge=16, description="Most tokens (video + prompt + generated) in one context."
+    )
+
+
+class GenerationRequest(_Strict):
+    """One request to an engine."""
+
+    video: str = Field(description="Video URI: s3://bucket/key, a local path, or https://.")
+    prompt: str = Field(min_length=1, description="The user's question or instruction.")
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    spec: SpecConfig = Field(default_factory=SpecConfig)
+    video_sampling: VideoSampling = Field(default_factory=VideoSampling)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data) -> M:
+    """Validate `data` into `model`, turning pydantic's error into an `InvalidRequestError`."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()
+        )
+        raise InvalidRequestError(f"invalid {model.__name__}: {details}") from None

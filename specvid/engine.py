@@ -1,0 +1,245 @@
+"""`LocalEngine`: draft and target in one process, driven by the shared decode loop.
+
+    engine = LocalEngine.from_specs("random-qwen", "random-qwen-draft")
+    result = engine.generate({"video": "clip.mp4", "prompt": "What moves?"})
+    for chunk in engine.stream(request): print(chunk.text, end="")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterator, Optional, Union
+
+import numpy as np
+
+from specvid.config import (
+    GenerationRequest,
+    Limits,
+    ModelSpec,
+    SourceConfig,
+    VideoLimits,
+    VideoSampling,
+    parse,
+)
+from specvid.errors import InvalidRequestError, ModelLoadError
+from specvid.models.adapter import VideoLLM
+from specvid.models.loader import load_model
+from specvid.spec.draft import DraftWorker
+from specvid.spec.loop import decode
+from specvid.spec.session import PrefillRequest
+from specvid.spec.stats import SpecStats
+from specvid.spec.target import TargetWorker
+from specvid.video import DecodedVideo, decode_video, fetch_video_bytes
+
+DEFAULT_FPS = 2.0
+
+
+@dataclass
+class StreamChunk:
+    """Tokens emitted by one round and the text they complete."""
+
+    token_ids: list[int]
+    text: str
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" (a stop token) or "length" (max_tokens)
+    stats: SpecStats = field(default_factory=SpecStats)
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "token_ids": self.token_ids,
+            "num_tokens": len(self.token_ids),
+            "finish_reason": self.finish_reason,
+            "stats": self.stats.to_dict(),
+        }
+
+
+class IncrementalDetokenizer:
+    """Turns a growing token list into text deltas without splitting multi-byte characters."""
+
+    def __init__(self, model: VideoLLM):
+        self.model = model
+        self.token_ids: list[int] = []
+        self.text = ""
+
+    def add(self, token_ids: list[int]) -> str:
+        self.token_ids.extend(token_ids)
+        text = self.model.decode(self.token_ids)
+        if text.endswith("\ufffd"):
+            return ""  # an incomplete UTF-8 sequence: wait for the next tokens
+        delta, self.text = text[len(self.text) :], text
+        return delta
+
+
+class _InProcess:
+    """A worker's methods as coroutines, so the loop drives local workers like remote ones."""
+
+    def __init__(self, worker: Any):
+        self._worker = worker
+
+    def __getattr__(self, name: str):
+        method = getattr(self._worker, name)
+
+        async def call(*args):
+            return method(*args)
+
+        return call
+
+
+class LocalEngine:
+    def __init__(
+        self,
+        target: VideoLLM,
+        draft: Optional[VideoLLM] = None,
+        *,
+        sources: SourceConfig = SourceConfig(),
+        video_limits: VideoLimits = VideoLimits(),
+        limits: Limits = Limits(),
+        max_sessions: int = 64,
+    ):
+        if draft is not None:
+            check_pair(target, draft)
+        self.target, self.draft = target, draft
+        self.sources, self.video_limits, self.limits = sources, video_limits, limits
+        self.target_worker = TargetWorker(target, max_sessions)
+        self.draft_worker = DraftWorker(draft, max_sessions) if draft is not None else None
+
+    @classmethod
+    def from_specs(
+        cls,
+        target: Union[str, ModelSpec],
+        draft: Union[str, ModelSpec, None] = None,
+        **kwargs,
+    ) -> "LocalEngine":
+        return cls(load_model(target), load_model(draft) if draft is not None else None, **kwargs)
+
+    # ---- video ------------------------------------------------------------------------------
+
+    def load_video(self, uri: str, sampling: VideoSampling = VideoSampling()) -> DecodedVideo:
+        """Fetch and decode a video at the frame size the target wants."""
+        width, height = self.target.frame_size(sampling.width, sampling.height)
+        sampling = sampling.model_copy(update={"width": width, "height": height})
+        data = fetch_video_bytes(uri, self.sources, self.video_limits)
+        return decode_video(data, sampling, self.video_limits)
+
+    # ---- generation -------------------------------------------------------------------------
+
+    async def astream(
+        self,
+        request: Union[GenerationRequest, dict],
+        video: Optional[DecodedVideo] = None,
+        stats: Optional[SpecStats] = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """Yield text as it is verified; `video` skips fetching `request.video`; `stats`, if
+        given, is filled in as decoding goes."""
+        request = parse(GenerationRequest, request)
+        self._check(request)
+        stats = SpecStats() if stats is None else stats
+        started = time.perf_counter()
+        if video is None:
+            video = await asyncio.to_thread(self.load_video, request.video, request.video_sampling)
+        stats.video_s = time.perf_counter() - started
+        prefill = PrefillRequest(
+            request_id=uuid.uuid4().hex,
+            frames=video.frames,
+            fps=sampled_fps(video),
+            prompt=request.prompt,
+            sampling=request.sampling,
+        )
+        drafter = _InProcess(self.draft_worker) if self.draft_worker is not None else None
+        detok = IncrementalDetokenizer(self.target)
+        steps = decode(drafter, _InProcess(self.target_worker), prefill, request.spec, stats)
+        try:
+            async for tokens in steps:
+                yield StreamChunk(tokens, detok.add(tokens))
+        finally:
+            await steps.aclose()
+
+    async def agenerate(
+        self, request: Union[GenerationRequest, dict], video: Optional[DecodedVideo] = None
+    ) -> GenerationResult:
+        request = parse(GenerationRequest, request)
+        token_ids: list[int] = []
+        stats = SpecStats()
+        async for chunk in self.astream(request, video, stats):
+            token_ids.extend(chunk.token_ids)
+        reason = "length" if len(token_ids) >= request.sampling.max_tokens else "stop"
+        return GenerationResult(self.target.decode(token_ids), token_ids, reason, stats)
+
+    def generate(
+        self, request: Union[GenerationRequest, dict], video: Optional[DecodedVideo] = None
+    ) -> GenerationResult:
+        """Blocking generate; safe to call from code that already runs an event loop."""
+        return _run_sync(self.agenerate(request, video))
+
+    def stream(
+        self, request: Union[GenerationRequest, dict], video: Optional[DecodedVideo] = None
+    ) -> Iterator[StreamChunk]:
+        """Blocking stream of chunks."""
+        agen = self.astream(request, video)
+        loop = asyncio.new_event_loop()
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            loop.run_until_complete(agen.aclose())
+            loop.close()
+
+    def _check(self, request: GenerationRequest) -> None:
+        if len(request.prompt) > self.limits.max_prompt_chars:
+            raise InvalidRequestError(
+                f"prompt has {len(request.prompt)} characters; the limit is {self.limits.max_prompt_chars}"
+            )
+        if request.spec.method != "ar" and self.draft is None:
+            raise InvalidRequestError(f"method {request.spec.method!r} needs a draft model; none is loaded")
+
+
+def check_pair(target: VideoLLM, draft: VideoLLM) -> None:
+    """A draft must speak the target's tokens: same tokenizer size and special tokens."""
+    if len(target.tokenizer) != len(draft.tokenizer) or target.special_token_ids != draft.special_token_ids:
+        raise ModelLoadError(
+            f"draft {draft.name!r} and target {target.name!r} use different tokenizers "
+            f"({len(draft.tokenizer)} vs {len(target.tokenizer)} tokens)"
+        )
+
+
+def sampled_fps(video: DecodedVideo) -> float:
+    """Frames per second of the sampled frames (Qwen2.5-VL spaces temporal positions by it)."""
+    ts = np.asarray(video.timestamps_s, dtype=float)
+    if ts.size < 2 or ts[-1] <= ts[0]:
+        return DEFAULT_FPS
+    return float((ts.size - 1) / (ts[-1] - ts[0]))
+
+
+def _run_sync(coro):
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Inside a running loop (a notebook, a server): run on a private thread's loop.
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

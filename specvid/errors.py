@@ -1,0 +1,82 @@
+"""The SpecVid error hierarchy.
+
+Every error a user can cause or meet carries an HTTP status, so the REST layer turns it into a
+JSON answer without guessing, and every error pickles (it crosses Ray process boundaries).
+"""
+
+from __future__ import annotations
+
+
+class SpecVidError(Exception):
+    """Base class: a message for the user plus the HTTP status that describes it."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self):
+        # Subclasses keep the one-argument constructor, so pickling by (class, message) is exact.
+        return (type(self), (self.message,))
+
+    def to_dict(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "status": self.status_code}}
+
+
+class InvalidRequestError(SpecVidError):
+    """The request itself is malformed or asks for something out of range."""
+
+    status_code = 400
+    code = "invalid_request"
+
+
+class InvalidVideoError(InvalidRequestError):
+    """The bytes are not a decodable video (corrupt, truncated, empty, not a video)."""
+
+    code = "invalid_video"
+
+
+class ForbiddenSourceError(SpecVidError):
+    """The video source is outside what this deployment may read."""
+
+    status_code = 403
+    code = "forbidden_source"
+
+
+class SourceNotFoundError(SpecVidError):
+    """The video source names an object or file that does not exist."""
+
+    status_code = 404
+    code = "source_not_found"
+
+
+class TooLargeError(SpecVidError):
+    """The input exceeds a configured cap (bytes, duration, frames, pixels, tokens)."""
+
+    status_code = 413
+    code = "too_large"
+
+
+class UnavailableError(SpecVidError):
+    """A dependency (storage, a worker replica) could not serve the request right now."""
+
+    status_code = 503
+    code = "unavailable"
+
+
+class SessionLostError(UnavailableError):
+    """A worker no longer holds the session a request refers to (restart, eviction).
+
+    Recoverable: the caller re-prefills that worker from the committed tokens.
+    """
+
+    code = "session_lost"
+
+
+class ModelLoadError(SpecVidError):
+    """A model spec could not be turned into a loaded model."""
+
+    status_code = 500
+    code = "model_load_error"

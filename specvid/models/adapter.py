@@ -1,0 +1,261 @@
+"""The family-neutral face of a Hugging Face Video-LLM.
+
+The decoder never touches a transformers model directly: it builds a `VideoPrompt` (token ids
+plus the family's pixel tensors), prefills it into a `DecodeState`, extends that state with
+token blocks, and crops it on rejection. Families differ in three places only, which
+subclasses implement: how frames become pixel tensors, how pixels become projected video
+embeddings, and how positions are laid out (3-D M-RoPE for Qwen2.5-VL, 1-D for LLaVA-OneVision).
+
+Positions are always passed explicitly. A model's own position helpers keep per-instance state
+(Qwen's `rope_deltas`) that would leak between concurrent sessions and would be wrong for a
+pruned prefill; here each `DecodeState` carries its own offset instead.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from specvid.errors import InvalidRequestError, TooLargeError
+
+# CLIP normalisation, shared by both families' vision towers.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def normalised_frames(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """uint8 frames [T,H,W,3] -> CLIP-normalised float [T,3,height,width] (bicubic if resized)."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    if tuple(video.shape[2:]) != (height, width):
+        video = F.interpolate(video, size=(height, width), mode="bicubic", align_corners=False)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (video - mean) / std
+
+
+@dataclass(frozen=True)
+class VideoPrompt:
+    """A chat prompt with its video, ready for one model family.
+
+    `input_ids` already holds one placeholder per video embedding. `video_index` lists the
+    placeholder positions that belong to the (t, h, w) token grid in (t, h, w) order; a family
+    may have extra video placeholders outside the grid (LLaVA-OneVision's trailing newline),
+    which are never pruned.
+    """
+
+    input_ids: torch.Tensor  # [L] int64
+    video_index: torch.Tensor  # [N] int64, positions in input_ids, (t, h, w) order
+    video_grid: tuple[int, int, int]  # (t, h, w) of video tokens in the language model
+    vision_inputs: dict[str, torch.Tensor] = field(repr=False)
+
+    @property
+    def num_video_tokens(self) -> int:
+        return int(self.video_index.numel())
+
+    def __len__(self) -> int:
+        return int(self.input_ids.numel())
+
+
+@dataclass
+class DecodeState:
+    """One sequence's KV cache and where its next position lies.
+
+    `length` counts entries in the cache. The position of cache entry i is
+    `i + position_offset` (all three M-RoPE axes agree for text tokens), so a crop never needs
+    positions recomputed.
+    """
+
+    cache: DynamicCache
+    length: int
+    position_offset: int
+    prompt_length: int
+
+
+class VideoLLM(ABC):
+    """A loaded Video-LLM of one family, with the operations speculative decoding needs."""
+
+    family: str = ""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str = ""):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "_name_or_path", "") or self.family
+        self.eos_token_ids: frozenset[int] = frozenset(self._eos_ids())
+        self.special_token_ids: frozenset[int] = frozenset(tokenizer.all_special_ids)
+
+    # ---- family hooks ---------------------------------------------------------------------
+
+    @abstractmethod
+    def frame_size(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) frames should be decoded at, given a requested size."""
+
+    @abstractmethod
+    def _vision_inputs(self, frames: np.ndarray, fps: float) -> tuple[dict, tuple[int, int, int], int]:
+        """frames [T,H,W,3] uint8 -> (model pixel tensors, (t,h,w) token grid, placeholder count)."""
+
+    @abstractmethod
+    def _video_embeddings(self, vision_inputs: dict) -> torch.Tensor:
+        """Pixel tensors -> projected video embeddings [num placeholders, hidden]."""
+
+    @abstractmethod
+    def _prompt_text(self, prompt: str, num_placeholders: int) -> str:
+        """The family's chat format with the video placeholders expanded."""
+
+    @abstractmethod
+    def _prompt_positions(self, prompt: VideoPrompt) -> torch.Tensor:
+        """Positions of every prompt token, [P, L] (P = 3 for M-RoPE, 1 otherwise)."""
+
+    @property
+    @abstractmethod
+    def video_token_id(self) -> int:
+        """The placeholder token id of a video embedding."""
+
+    # ---- prompt -----------------------------------------------------------------------------
+
+    def build_prompt(self, frames: np.ndarray, prompt: str, fps: float = 2.0) -> VideoPrompt:
+        """Preprocess frames and tokenise the chat prompt around them."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise InvalidRequestError(f"frames must be uint8 [T,H,W,3], got {frames.dtype} {frames.shape}")
+        vision_inputs, grid, num_placeholders = self._vision_inputs(frames, fps)
+        text = self._prompt_text(prompt, num_placeholders)
+        input_ids = torch.tensor(self.tokenizer(text)["input_ids"], dtype=torch.long)
+        placeholders = torch.nonzero(input_ids == self.video_token_id).flatten()
+        if placeholders.numel() != num_placeholders:
+            raise InvalidRequestError("the prompt must not contain video placeholder tokens itself")
+        grid_size = grid[0] * grid[1] * grid[2]
+        return VideoPrompt(input_ids, placeholders[:grid_size], grid, vision_inputs)
+
+    # ---- decoding ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def video_embeddings(self, prompt: VideoPrompt) -> torch.Tensor:
+        """Projected video embeddings of a prompt, one row per placeholder."""  # [N', hidden]
+        return self._video_embeddings(prompt.vision_inputs)
+
+    @torch.inference_mode()
+    def prefill(
+        self,
+        prompt: VideoPrompt,
+        keep_video: Optional[torch.Tensor] = None,
+        video_embeddings: Optional[torch.Tensor] = None,
+    ) -> tuple[DecodeState, torch.Tensor]:
+        """Run the prompt into a fresh cache; return the state and the last position's logits.
+
+        `keep_video` (indices into `prompt.video_index`) keeps only those video tokens in the
+        language context; they keep their original positions, and the text after the video
+        continues at its original offsets.
+        """
+        self._check_context(len(prompt))
+        embeds = self._prompt_embeddings(prompt, video_embeddings)  # [L, hidden]
+        positions = self._prompt_positions(prompt)  # [P, L]
+        next_position = int(positions.max()) + 1
+        rows = self._kept_rows(prompt, keep_video)
+        embeds, positions = embeds[rows], positions[:, rows]
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        logits = self._forward(inputs_embeds=embeds[None], positions=positions, cache=cache, keep=1)
+        length = int(rows.numel())
+        state = DecodeState(cache, length, next_position - length, length)
+        return state, logits[-1]
+
+    @torch.inference_mode()
+    def extend(self, state: DecodeState, token_ids: Sequence[int]) -> torch.Tensor:
+        """Append tokens to the cache; return the logits after each of them."""  # [n, vocab]
+        n = len(token_ids)
+        if n == 0:
+            raise ValueError("extend needs at least one token")
+        self._check_context(state.length + state.position_offset + n)
+        start = state.length + state.position_offset
+        positions = torch.arange(start, start + n, dtype=torch.long).expand(self._position_rows, n)
+        ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
+        logits = self._forward(input_ids=ids, positions=positions, cache=state.cache, keep=n)
+        state.length += n
+        return logits
+
+    def crop(self, state: DecodeState, length: int) -> None:
+        """Forget cache entries past `length` (rejected draft tokens)."""
+        if length < state.prompt_length:
+            raise ValueError(f"cannot crop into the prompt ({length} < {state.prompt_length})")
+        if length < state.length:
+            state.cache.crop(length - state.length)  # crop takes a negative count
+            state.length = length
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.model.config.get_text_config().max_position_embeddings)
+
+    _position_rows: int = 1
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        ids.add(self.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+        generation_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if isinstance(generation_eos, int):
+            ids.add(generation_eos)
+        elif generation_eos:
+            ids.update(generation_eos)
+        return {i for i in ids if isinstance(i, int) and 0 <= i < len(self.tokenizer)}
+
+    def _check_context(self, positions_needed: int) -> None:
+        if positions_needed > self.max_positions:
+            raise TooLargeError(
+                f"context of {positions_needed} positions exceeds the model's {self.max_positions}"
+            )
+
+    def _prompt_embeddings(self, prompt: VideoPrompt, video_embeddings: Optional[torch.Tensor]):
+        ids = prompt.input_ids.to(self.device)
+        embeds = self.model.get_input_embeddings()(ids)
+        video = self._video_embeddings(prompt.vision_inputs) if video_embeddings is None else video_embeddings
+        mask = ids == self.video_token_id
+        embeds[mask] = video.to(embeds.dtype)
+        return embeds
+
+    def _kept_rows(self, prompt: VideoPrompt, keep_video: Optional[torch.Tensor]) -> torch.Tensor:
+        """Prompt rows that enter the language context: all of them, or all but pruned video."""
+        rows = torch.arange(len(prompt))
+        if keep_video is None:
+            return rows
+        keep_video = torch.as_tensor(keep_video, dtype=torch.long)
+        if keep_video.numel() and (keep_video.min() < 0 or keep_video.max() >= prompt.num_video_tokens):
+            raise ValueError("keep_video indexes outside the video tokens")
+        dropped = torch.ones(prompt.num_video_tokens, dtype=torch.bool)
+        dropped[keep_video] = False
+        mask = torch.ones(len(prompt), dtype=torch.bool)
+        mask[prompt.video_index[dropped]] = False
+        return rows[mask]
+
+    def _forward(self, *, positions: torch.Tensor, cache: DynamicCache, keep: int, **inputs) -> torch.Tensor:
+        out = self.model(
+            **inputs,
+            position_ids=self._format_positions(positions.to(self.device)),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=keep,
+        )
+        return out.logits[0].float()  # [keep, vocab]
+
+    def _format_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """[P, n] positions -> the shape the family's forward expects."""
+        return positions[0][None]  # [1, n]

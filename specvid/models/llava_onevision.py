@@ -1,0 +1,55 @@
+"""LLaVA-OneVision: SigLIP frames at a fixed square size, 2x2 bilinear pooling, 1-D positions.
+
+A video of T frames becomes T x ceil(h/2) x ceil(w/2) tokens (h = w = image_size / patch_size)
+followed by one learned newline embedding; the newline sits outside the (t, h, w) grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from specvid.models.adapter import VideoLLM, VideoPrompt, normalised_frames
+
+
+class LlavaOnevisionAdapter(VideoLLM):
+    family = "llava_onevision"
+
+    @property
+    def _vision(self):
+        return self.model.config.vision_config
+
+    @property
+    def video_token_id(self) -> int:
+        return int(self.model.config.video_token_id)
+
+    def frame_size(self, width: int, height: int) -> tuple[int, int]:
+        # The vision tower takes one fixed square size, whatever was asked for.
+        return self._vision.image_size, self._vision.image_size
+
+    def _vision_inputs(self, frames: np.ndarray, fps: float):
+        size = self._vision.image_size
+        video = normalised_frames(frames, size, size)[None]  # [1, T, 3, S, S]
+        side = math.ceil(size // self._vision.patch_size / 2)
+        grid = (int(frames.shape[0]), side, side)
+        return {"pixel_values_videos": video.to(self.dtype)}, grid, math.prod(grid) + 1
+
+    def _video_embeddings(self, vision_inputs: dict) -> torch.Tensor:
+        cfg = self.model.config
+        out = self.model.model.get_video_features(
+            vision_inputs["pixel_values_videos"].to(self.device),
+            vision_feature_layer=cfg.vision_feature_layer,
+            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+        )
+        return out.pooler_output[0]  # [T*h*w + 1, hidden]
+
+    def _prompt_text(self, prompt: str, num_placeholders: int) -> str:
+        return (
+            f"<|im_start|>user\n{'<video>' * num_placeholders}\n{prompt}<|im_end|>\n"
+            "<|im_start|>assistant\n"
+        )
+
+    def _prompt_positions(self, prompt: VideoPrompt) -> torch.Tensor:
+        return torch.arange(len(prompt), dtype=torch.long)[None]  # [1, L]

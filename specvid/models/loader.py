@@ -1,0 +1,92 @@
+"""A model spec (built-in name, local checkpoint, or Hugging Face id) -> a `VideoLLM` adapter.
+
+Real checkpoints and the project's own models go through the same path: a directory (or hub
+id) holding a transformers config, weights and tokenizer. Only the seeded random models of the
+test suite are built in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Union
+
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from specvid.config import ModelSpec
+from specvid.errors import ModelLoadError
+from specvid.models.adapter import VideoLLM
+from specvid.models.llava_onevision import LlavaOnevisionAdapter
+from specvid.models.qwen2_5_vl import Qwen2_5_VLAdapter
+from specvid.models.tiny import DRAFT_SIZE, FAMILY_MODELS, TARGET_SIZE, build_tiny_model
+
+ADAPTERS: dict[str, type[VideoLLM]] = {
+    "qwen2_5_vl": Qwen2_5_VLAdapter,
+    "llava_onevision": LlavaOnevisionAdapter,
+}
+
+# Seeded random tiny models: a target and a differently seeded, smaller draft per family.
+RANDOM_MODELS: dict[str, tuple[str, object, int]] = {
+    "random-qwen": ("qwen2_5_vl", TARGET_SIZE, 0),
+    "random-qwen-draft": ("qwen2_5_vl", DRAFT_SIZE, 1),
+    "random-llava": ("llava_onevision", TARGET_SIZE, 0),
+    "random-llava-draft": ("llava_onevision", DRAFT_SIZE, 1),
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Directories searched for named checkpoints (the zoo ships its pairs here).
+_CHECKPOINT_RESOLVERS: list[Callable[[str], Union[Path, None]]] = []
+
+
+def register_checkpoint_resolver(resolver: Callable[[str], Union[Path, None]]) -> None:
+    """Let a package map short names (e.g. 'qwen-tiny') to checkpoint directories."""
+    _CHECKPOINT_RESOLVERS.append(resolver)
+
+
+def builtin_names() -> list[str]:
+    return sorted(RANDOM_MODELS)
+
+
+def load_model(spec: Union[ModelSpec, str]) -> VideoLLM:
+    """Load the model a spec names and wrap it in its family's adapter."""
+    spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
+    if spec.name in RANDOM_MODELS:
+        family, size, seed = RANDOM_MODELS[spec.name]
+        model, tokenizer = build_tiny_model(family, size, seed, attn_implementation=spec.attn_implementation)
+        model = model.to(device=spec.device, dtype=DTYPES[spec.dtype])
+        return ADAPTERS[family](model, tokenizer, name=spec.name)
+    return _load_pretrained(spec, _resolve_location(spec.name))
+
+
+def _resolve_location(name: str) -> str:
+    for resolver in _CHECKPOINT_RESOLVERS:
+        path = resolver(name)
+        if path is not None:
+            return str(path)
+    return name
+
+
+def _load_pretrained(spec: ModelSpec, location: str) -> VideoLLM:
+    is_local = os.path.isdir(location)
+    try:
+        config = AutoConfig.from_pretrained(location)
+    except Exception as e:  # transformers raises OSError/ValueError/HTTP errors alike
+        where = "local directory" if is_local else "Hugging Face id (offline or unknown?)"
+        raise ModelLoadError(
+            f"cannot load model {spec.name!r} as a {where}: {e}. Built-in names: {builtin_names()}"
+        ) from None
+    family = config.model_type
+    if family not in ADAPTERS:
+        raise ModelLoadError(f"model {spec.name!r} is a {family!r}; supported: {sorted(ADAPTERS)}")
+    try:
+        model = FAMILY_MODELS[family].from_pretrained(
+            location,
+            dtype=DTYPES[spec.dtype],
+            attn_implementation=spec.attn_implementation,
+        ).to(spec.device)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except Exception as e:
+        raise ModelLoadError(f"cannot load weights or tokenizer of {spec.name!r}: {e}") from None
+    return ADAPTERS[family](model, tokenizer, name=spec.name)

@@ -1,0 +1,131 @@
+"""The one speculative decoding loop, shared by the local engine and the Ray Serve router.
+
+It talks to a drafter and a verifier through two small async protocols, so the same code
+drives in-process workers and remote replicas. Autoregressive decoding (`ar`) is the same loop
+with no drafts: every round verifies zero tokens and emits the target's next one.
+
+One round:
+    propose  draft continues the committed tokens with k guesses
+    verify   target scores pending token + k guesses in one forward, keeps n, adds 1
+    commit   the n + 1 tokens reach each worker on its next call
+"""
+
+from __future__ import annotations
+
+import time
+from typing import AsyncIterator, Optional, Protocol
+
+import torch
+
+from specvid.config import SpecConfig
+from specvid.errors import SessionLostError
+from specvid.spec.accept import Verdict
+from specvid.spec.session import Commit, PrefillRequest, PrefillResult, Proposal
+from specvid.spec.stats import SpecStats
+
+
+class Drafter(Protocol):
+    async def prefill(self, request: PrefillRequest, keep_video: Optional[torch.Tensor]) -> int: ...
+    async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal: ...
+    async def release(self, request_id: str) -> None: ...
+
+
+class Verifier(Protocol):
+    async def prefill(self, request: PrefillRequest) -> PrefillResult: ...
+    async def verify(self, request_id: str, commit: Commit, proposal: Proposal) -> Verdict: ...
+    async def release(self, request_id: str) -> None: ...
+
+
+class _Peer:
+    """The loop's view of one worker: how many committed tokens it has been told about."""
+
+    def __init__(self):
+        self.known = 0
+
+    def commit(self, generated: list[int]) -> Commit:
+        commit = Commit(self.known, tuple(generated[self.known :]))
+        self.known = len(generated)
+        return commit
+
+
+async def decode(
+    drafter: Optional[Drafter],
+    verifier: Verifier,
+    request: PrefillRequest,
+    spec: SpecConfig,
+    stats: SpecStats,
+) -> AsyncIterator[list[int]]:
+    """Yield newly emitted tokens after each round until a stop token or max_tokens.
+
+    Stop tokens are not emitted. Sessions are released however the loop ends (including the
+    consumer closing the generator early, e.g. on client disconnect).
+    """
+    use_draft = spec.method != "ar"
+    if use_draft and drafter is None:
+        raise ValueError(f"method {spec.method!r} needs a draft model")
+    max_tokens = request.sampling.max_tokens
+    rid = request.request_id
+    draft, target = _Peer(), _Peer()
+    started = time.perf_counter()
+    try:
+        prefill = await verifier.prefill(request)
+        if use_draft:
+            await drafter.prefill(request, None)
+        stats.prefill_s = time.perf_counter() - started
+        decode_start = time.perf_counter()
+        stops = prefill.stop_token_ids | frozenset(request.sampling.stop_token_ids)
+
+        generated: list[int] = []
+        pending = [prefill.first_token]
+        while True:
+            # Emit this round's tokens, cut at the first stop token or the token budget.
+            emit, done = _truncate(pending, stops, max_tokens - len(generated))
+            generated.extend(pending)
+            stats.emitted += len(emit)
+            stats.decode_s = time.perf_counter() - decode_start
+            if emit:
+                yield emit
+            if done:
+                return
+            # Draft k tokens (k = 0: plain autoregressive step); a round emits at most k + 1.
+            k = min(spec.num_draft_tokens, max_tokens - len(generated) - 1) if use_draft else 0
+            proposal = Proposal.empty()
+            if k > 0:
+                proposal = await _with_restore(
+                    lambda: drafter.propose(rid, draft.commit(generated), k),
+                    lambda: _restore(drafter.prefill(request, None), draft, stats),
+                )
+            verdict = await _with_restore(
+                lambda: verifier.verify(rid, target.commit(generated), proposal),
+                lambda: _restore(verifier.prefill(request), target, stats),
+            )
+            stats.record_round(len(proposal.tokens), verdict.num_accepted)
+            pending = list(proposal.tokens[: verdict.num_accepted]) + [verdict.next_token]
+    finally:
+        await verifier.release(rid)
+        if use_draft:
+            await drafter.release(rid)
+
+
+async def _restore(prefill_call, peer: _Peer, stats: SpecStats) -> None:
+    """Re-open a lost session; the next commit replays every committed token to it."""
+    await prefill_call
+    peer.known = 0
+    stats.sessions_restored += 1
+
+
+async def _with_restore(call, restore):
+    """Run a worker call; if the worker lost the session, restore it once and retry."""
+    try:
+        return await call()
+    except SessionLostError:
+        await restore()
+        return await call()
+
+
+def _truncate(tokens: list[int], stops: frozenset[int], budget: int) -> tuple[list[int], bool]:
+    """The part of `tokens` to emit, and whether generation ends here."""
+    for i, token in enumerate(tokens[:budget]):
+        if token in stops:
+            return tokens[:i], True
+    return tokens[:budget], len(tokens) >= budget

@@ -1,0 +1,70 @@
+"""Per-request speculative decoding counters and the figures derived from them.
+
+Conventions follow the literature: tau (mean accepted length) counts accepted draft tokens per
+round and excludes the bonus/recovered token, so tokens per round = tau + 1. Decode time starts
+after prefill; end-to-end time also includes video fetch/decode and prefill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class SpecStats:
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    emitted: int = 0
+    accepted_per_position: list[int] = field(default_factory=list)
+    drafted_per_position: list[int] = field(default_factory=list)
+    sessions_restored: int = 0
+    video_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+    def record_round(self, drafted: int, accepted: int) -> None:
+        """Count one verify round: `drafted` proposals, of which the first `accepted` kept."""
+        self.rounds += 1
+        self.drafted += drafted
+        self.accepted += accepted
+        _grow(self.drafted_per_position, drafted)
+        _grow(self.accepted_per_position, accepted)
+        for i in range(drafted):
+            self.drafted_per_position[i] += 1
+        for i in range(accepted):
+            self.accepted_per_position[i] += 1
+
+    @property
+    def tau(self) -> float:
+        """Mean accepted draft tokens per round (bonus excluded)."""
+        return self.accepted / self.rounds if self.rounds else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens emitted after prefill per second of decoding."""
+        after_first = max(self.emitted - 1, 0)
+        return after_first / self.decode_s if self.decode_s > 0 else 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.video_s + self.prefill_s + self.decode_s
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(
+            tau=self.tau,
+            tokens_per_round=self.tau + 1 if self.rounds else 0.0,
+            acceptance_rate=self.acceptance_rate,
+            decode_tokens_per_s=self.decode_tokens_per_s,
+            total_s=self.total_s,
+        )
+        return out
+
+
+def _grow(counts: list[int], length: int) -> None:
+    counts.extend([0] * (length - len(counts)))
