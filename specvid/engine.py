@@ -182,10 +182,13 @@ class LocalEngine:
         return _run_sync(self.agenerate(request, video))
 
     def stream(
-        self, request: Union[GenerationRequest, dict], video: Optional[DecodedVideo] = None
+        self,
+        request: Union[GenerationRequest, dict],
+        video: Optional[DecodedVideo] = None,
+        stats: Optional[SpecStats] = None,
     ) -> Iterator[StreamChunk]:
         """Blocking stream of chunks."""
-        agen = self.astream(request, video)
+        agen = self.astream(request, video, stats)
         loop = asyncio.new_event_loop()
         try:
             while True:

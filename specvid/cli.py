@@ -1,0 +1,184 @@
+"""The `specvid` command line.
+
+    specvid generate --video clip.mp4 --prompt "What moves?" --method sd \
+        --target random-qwen --draft random-qwen-draft [--json]
+    specvid demo            # a sample clip through ar and sd, side by side
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+DEFAULT_TARGET = "random-qwen"
+DEFAULT_DRAFT = "random-qwen-draft"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from specvid.errors import SpecVidError
+
+    try:
+        return args.run(args)
+    except SpecVidError as e:
+        print(f"error ({e.status_code} {e.code}): {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specvid", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add(commands, "generate", "answer one prompt about one video", _add_generate_args, run_generate)
+    _add(commands, "demo", "run a sample clip through ar and sd", _add_demo_args, run_demo)
+    return parser
+
+
+def _add(commands, name: str, help_text: str, add_args: Callable, run: Callable) -> None:
+    sub = commands.add_parser(name, help=help_text, description=help_text)
+    add_args(sub)
+    sub.set_defaults(run=run)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default=DEFAULT_TARGET, help="target model: built-in name, path or HF id")
+    p.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model: built-in name, path or HF id")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu")
+
+
+def _add_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="sd", choices=["ar", "sd"])
+    p.add_argument("--num-draft-tokens", "-k", type=int, default=5, help="draft tokens per round")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--size", type=int, default=112, help="frame width and height before model rounding")
+
+
+def _add_generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", required=True, help="local path, s3://bucket/key or allowlisted https URL")
+    p.add_argument("--prompt", required=True)
+    _add_model_args(p)
+    _add_decode_args(p)
+    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _add_demo_args(p: argparse.ArgumentParser) -> None:
+    _add_model_args(p)
+    p.add_argument("--seed", type=int, default=0, help="which sample clip")
+    p.add_argument("--max-tokens", type=int, default=48)
+    p.add_argument("--num-draft-tokens", "-k", type=int, default=5)
+
+
+def _request(args: argparse.Namespace, video: str, prompt: str, method: str) -> dict:
+    return {
+        "video": video,
+        "prompt": prompt,
+        "spec": {"method": method, "num_draft_tokens": args.num_draft_tokens},
+        "sampling": {
+            "max_tokens": args.max_tokens,
+            "temperature": getattr(args, "temperature", 0.0),
+            "top_k": getattr(args, "top_k", 0),
+            "top_p": getattr(args, "top_p", 1.0),
+            "seed": args.seed,
+        },
+        "video_sampling": {
+            "num_frames": getattr(args, "num_frames", 8),
+            "width": getattr(args, "size", 112),
+            "height": getattr(args, "size", 112),
+        },
+    }
+
+
+def _engine(args: argparse.Namespace, method: str, local_root: str = "/"):
+    from specvid.config import ModelSpec, SourceConfig
+    from specvid.engine import LocalEngine
+
+    def spec(name: str) -> ModelSpec:
+        return ModelSpec(name=name, dtype=args.dtype, device=args.device)
+
+    # A command-line user may read any of their own files; servers set a narrower root.
+    sources = SourceConfig(local_root=local_root, s3_endpoint_url=getattr(args, "s3_endpoint", None))
+    draft = spec(args.draft) if method != "ar" else None
+    return LocalEngine.from_specs(spec(args.target), draft, sources=sources)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from specvid.spec.stats import SpecStats
+
+    engine = _engine(args, args.method)
+    request = _request(args, args.video, args.prompt, args.method)
+    if args.json:
+        result = engine.generate(request)
+        print(json.dumps(_summary(result, args), indent=2))
+        return 0
+    stats = SpecStats()
+    for chunk in engine.stream(request, stats=stats):
+        print(chunk.text, end="", flush=True)
+    print()
+    print(_stats_line(stats), file=sys.stderr)
+    return 0
+
+
+def _summary(result, args: argparse.Namespace) -> dict:
+    s = result.stats
+    return {
+        **result.to_dict(),
+        "method": args.method,
+        "target": args.target,
+        "draft": args.draft if args.method != "ar" else None,
+        "tau": s.tau,
+        "rounds": s.rounds,
+        "decode_tokens_per_s": s.decode_tokens_per_s,
+    }
+
+
+def _stats_line(s) -> str:
+    return (
+        f"[{s.emitted} tokens | tau {s.tau:.2f} over {s.rounds} rounds | "
+        f"decode {s.decode_tokens_per_s:.1f} tok/s | video {s.video_s * 1e3:.0f} ms | "
+        f"prefill {s.prefill_s * 1e3:.0f} ms | decode {s.decode_s * 1e3:.0f} ms]"
+    )
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Write a ShapesWorld clip, answer its caption prompt with ar and sd, compare."""
+    import tempfile
+    from pathlib import Path
+
+    from specvid.zoo.shapesworld import encode_clip_mp4, make_clip, split_seeds
+
+    clip = make_clip(split_seeds("eval", args.seed + 1)[args.seed])
+    with tempfile.TemporaryDirectory(prefix="specvid-demo-") as tmp:
+        path = Path(tmp) / "sample.mp4"
+        path.write_bytes(encode_clip_mp4(clip))
+        prompt = clip.caption_prompt
+        print(f"clip: {path.name} (seed {clip.seed}); reference: {clip.caption}")
+        print(f"target {args.target}, draft {args.draft}, k = {args.num_draft_tokens}\n")
+        engine = _engine(args, "sd", local_root=tmp)
+        results = {}
+        for method in ("ar", "sd"):
+            request = _request(args, str(path), prompt, method)
+            engine.generate(request)  # warm-up, so both methods are timed warm
+            results[method] = engine.generate(request)
+            print(f"{method}: {results[method].text!r}")
+            print(f"    {_stats_line(results[method].stats)}")
+    ar, sd = results["ar"], results["sd"]
+    speedup = sd.stats.decode_tokens_per_s / ar.stats.decode_tokens_per_s if ar.stats.decode_tokens_per_s else 0
+    print(f"\nidentical output: {sd.token_ids == ar.token_ids}; decode speedup sd/ar: {speedup:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
