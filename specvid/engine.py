@@ -79,6 +79,12 @@ class IncrementalDetokenizer:
         delta, self.text = text[len(self.text) :], text
         return delta
 
+    def flush(self) -> str:
+        """Whatever text was held back, once no more tokens will come."""
+        text = self.model.decode(self.token_ids)
+        delta, self.text = text[len(self.text) :], text
+        return delta
+
 
 class _InProcess:
     """A worker's methods as coroutines, so the loop drives local workers like remote ones."""
@@ -161,6 +167,8 @@ class LocalEngine:
         try:
             async for tokens in steps:
                 yield StreamChunk(tokens, detok.add(tokens))
+            if rest := detok.flush():
+                yield StreamChunk([], rest)
         finally:
             await steps.aclose()
 

@@ -1,6 +1,6 @@
 """Real endpoints for the video-source tests, all on 127.0.0.1.
 
-- `moto_endpoint`: moto's S3 server (ThreadedMotoServer) on a free port, for the session.
+(The loopback S3 fixtures `moto_endpoint`, `aws_env`, `s3` and `bucket` live in tests/conftest.py.)
 - `https_server`: a TLS file server with a self-signed certificate for 127.0.0.1 whose
   answers tests script per path; `trust_https_server` makes urllib trust it.
 """
@@ -11,54 +11,16 @@ import datetime
 import ipaddress
 import ssl
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import boto3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from moto.server import ThreadedMotoServer
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake credentials, and nothing from the developer's own AWS setup."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def s3(moto_endpoint: str, aws_env: None):
-    return boto3.client("s3", endpoint_url=moto_endpoint)
-
-
-@pytest.fixture
-def bucket(s3) -> str:
-    """A fresh bucket per test: the moto server lives for the whole session."""
-    name = f"videos-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 @dataclass
