@@ -10,6 +10,7 @@ import pytest
 from specvid.config import VideoLimits, VideoSampling
 from specvid.video.decode import decode_video
 from specvid.zoo.shapesworld import (
+    APPEAR_TIMES,
     BACKGROUNDS,
     SHAPE_COLOURS,
     ClipSpec,
@@ -131,6 +132,14 @@ def test_grow_shrink_appear_disappear():
     assert appear == [False] * 4 + [True] * 4
     vanish = [colour_mask(f, "red").any() for f in render_clip(one_shape("disappear", vanish=0.5))]
     assert vanish == [True] * 4 + [False] * 4
+
+
+@pytest.mark.parametrize("num_frames", [8, 16, 32])
+def test_appearance_times_land_on_distinct_frames(num_frames):
+    # Otherwise "which shape appears first" would not be visible in the frames.
+    times = frame_times(num_frames)
+    first_frames = [int(np.argmax(times >= t)) for t in APPEAR_TIMES]
+    assert 0 < first_frames[0] < first_frames[1] < first_frames[2] < num_frames - 1
 
 
 def test_order_facts_only_without_ties():
