@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add(commands, "generate", "answer one prompt about one video", _add_generate_args, run_generate)
     _add(commands, "demo", "run a sample clip through ar and sd", _add_demo_args, run_demo)
+    zoo = commands.add_parser("zoo", help="the ShapesWorld zoo: data and tiny model pairs")
+    zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
+    _add(zoo_commands, "train", "train the zoo's model pairs on this CPU (resumable)", _add_train_args, run_zoo_train)
+    _add(zoo_commands, "sample", "write sample clips (mp4) with their questions", _add_sample_args, run_zoo_sample)
     return parser
 
 
@@ -79,6 +83,20 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="which sample clip")
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--num-draft-tokens", "-k", type=int, default=5)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pair", default="all", help="qwen-tiny, llava-tiny or all")
+    p.add_argument("--models", default="target,draft", help="which members of each pair to train")
+    p.add_argument("--work-dir", default=".zoo-work", help="clip pool, tokenizer and resumable state")
+    p.add_argument("--pool-clips", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_sample_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="directory to write clips and samples.jsonl into")
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--seed0", type=int, default=0, help="index of the first eval clip")
 
 
 def _request(args: argparse.Namespace, video: str, prompt: str, method: str) -> dict:
@@ -177,6 +195,51 @@ def run_demo(args: argparse.Namespace) -> int:
     ar, sd = results["ar"], results["sd"]
     speedup = sd.stats.decode_tokens_per_s / ar.stats.decode_tokens_per_s if ar.stats.decode_tokens_per_s else 0
     print(f"\nidentical output: {sd.token_ids == ar.token_ids}; decode speedup sd/ar: {speedup:.2f}x")
+    return 0
+
+
+def run_zoo_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from specvid.zoo.models import PAIRS
+    from specvid.zoo.train import ClipPool, TrainConfig, train_model
+
+    pairs = list(PAIRS) if args.pair == "all" else [args.pair]
+    unknown = [p for p in pairs if p not in PAIRS]
+    if unknown:
+        print(f"unknown pair {unknown[0]!r}; known: {sorted(PAIRS)}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(os.cpu_count() or 1)
+    work = Path(args.work_dir)
+    base = TrainConfig(pool_clips=args.pool_clips, seed=args.seed)
+    print(f"building the clip pool ({base.pool_clips} clips, mp4 round trip; cached in {work})")
+    pool = ClipPool(base.pool_clips, base.num_frames, base.size, work / f"pool-{base.pool_clips}.npz")
+    for pair in pairs:
+        members = {"target": PAIRS[pair].target, "draft": PAIRS[pair].draft}
+        for role in args.models.split(","):
+            model = members[role]
+            cfg = TrainConfig(**{**base.__dict__, "steps": model.train_steps})
+            with tqdm(total=cfg.steps, desc=model.name, unit="step") as bar:
+
+                def progress(step: int, loss: float) -> None:
+                    bar.n = step
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                    bar.refresh()
+
+                out = train_model(model, cfg, work, pool, progress)
+            print(f"{model.name}: exported to {out}")
+    return 0
+
+
+def run_zoo_sample(args: argparse.Namespace) -> int:
+    from specvid.zoo.sample import write_samples
+
+    records = write_samples(args.out, args.n, args.seed0)
+    for r in records:
+        print(f"{r['file']}: {r['caption_prompt']} | {len(r['questions'])} questions")
     return 0
 
 

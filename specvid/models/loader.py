@@ -8,8 +8,7 @@ test suite are built in memory.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
@@ -36,17 +35,10 @@ RANDOM_MODELS: dict[str, tuple[str, object, int]] = {
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# Directories searched for named checkpoints (the zoo ships its pairs here).
-_CHECKPOINT_RESOLVERS: list[Callable[[str], Union[Path, None]]] = []
-
-
-def register_checkpoint_resolver(resolver: Callable[[str], Union[Path, None]]) -> None:
-    """Let a package map short names (e.g. 'qwen-tiny') to checkpoint directories."""
-    _CHECKPOINT_RESOLVERS.append(resolver)
-
-
 def builtin_names() -> list[str]:
-    return sorted(RANDOM_MODELS)
+    from specvid.zoo.models import MODELS
+
+    return sorted(RANDOM_MODELS) + sorted(MODELS)
 
 
 def load_model(spec: Union[ModelSpec, str]) -> VideoLLM:
@@ -61,11 +53,11 @@ def load_model(spec: Union[ModelSpec, str]) -> VideoLLM:
 
 
 def _resolve_location(name: str) -> str:
-    for resolver in _CHECKPOINT_RESOLVERS:
-        path = resolver(name)
-        if path is not None:
-            return str(path)
-    return name
+    """Zoo names map to the checkpoints shipped in the package; anything else is a path or id."""
+    from specvid.zoo.models import resolve  # the zoo builds on the models package, not back
+
+    path = resolve(name)
+    return str(path) if path is not None else name
 
 
 def _load_pretrained(spec: ModelSpec, location: str) -> VideoLLM:

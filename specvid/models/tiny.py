@@ -33,15 +33,14 @@ class TinySize:
     vision_hidden: int = 64
     vision_layers: int = 2
     max_positions: int = 4096
+    # Random test models use 0.1 rather than the usual 0.02 so their logits are well separated:
+    # near-ties would make "speculative output == greedy output" depend on float rounding
+    # between block and step forwards. Trained models start from the usual 0.02.
+    init_std: float = 0.1
 
 
 TARGET_SIZE = TinySize()
 DRAFT_SIZE = TinySize(text_hidden=64, text_layers=1, text_kv_heads=1, vision_hidden=32, vision_layers=1)
-
-
-# Wider than the usual 0.02 so random models have well separated logits: near-ties would make
-# "speculative output == greedy output" depend on float rounding between block and step forwards.
-INIT_STD = 0.1
 
 
 def _text_dims(size: TinySize, tokenizer: PreTrainedTokenizerBase) -> dict:
@@ -50,7 +49,7 @@ def _text_dims(size: TinySize, tokenizer: PreTrainedTokenizerBase) -> dict:
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        initializer_range=INIT_STD,
+        initializer_range=size.init_std,
         hidden_size=size.text_hidden,
         intermediate_size=size.text_hidden * 2,
         num_hidden_layers=size.text_layers,
@@ -84,7 +83,7 @@ def qwen_config(tokenizer: PreTrainedTokenizerBase, size: TinySize) -> Qwen2_5_V
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"),
-        initializer_range=INIT_STD,
+        initializer_range=size.init_std,
     )
 
 
@@ -108,7 +107,7 @@ def llava_config(tokenizer: PreTrainedTokenizerBase, size: TinySize, image_size:
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
         image_grid_pinpoints=[[image_size, image_size]],
-        initializer_range=INIT_STD,
+        initializer_range=size.init_std,
     )
 
 

@@ -1,0 +1,73 @@
+"""The zoo's model pairs: names, architectures, and where their checkpoints live.
+
+Each pair is a target and a much cheaper draft of the same family, sharing one tokenizer but
+each with its own vision tower, as real pairs do (Qwen2.5-VL-32B/7B, LLaVA-OV-72B/7B).
+Checkpoints are ordinary transformers directories under `checkpoints/<name>/`, loaded by name
+through the same loader as any Hugging Face checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from specvid.errors import ModelLoadError
+from specvid.models.tiny import TinySize
+
+CHECKPOINT_ROOT = Path(__file__).parent / "checkpoints"
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    family: str
+    size: TinySize
+    seed: int
+    train_steps: int
+
+
+@dataclass(frozen=True)
+class ZooPair:
+    name: str
+    target: ZooModel
+    draft: ZooModel
+
+
+# Sizes chosen so a target decode step costs >= 5x a draft step on a 2-core CPU (c <= 0.2),
+# see the model card for the measured figures.
+_TARGET = TinySize(
+    text_hidden=384, text_layers=4, text_kv_heads=2, vision_hidden=128, vision_layers=2, init_std=0.02
+)
+_DRAFT = TinySize(
+    text_hidden=64, text_layers=1, text_kv_heads=1, vision_hidden=64, vision_layers=1, init_std=0.02
+)
+
+PAIRS: dict[str, ZooPair] = {
+    pair: ZooPair(
+        pair,
+        ZooModel(pair, family, _TARGET, seed=10, train_steps=1500),
+        ZooModel(f"{pair}-draft", family, _DRAFT, seed=20, train_steps=1000),
+    )
+    for pair, family in (("qwen-tiny", "qwen2_5_vl"), ("llava-tiny", "llava_onevision"))
+}
+
+MODELS: dict[str, ZooModel] = {m.name: m for p in PAIRS.values() for m in (p.target, p.draft)}
+
+
+def checkpoint_dir(name: str) -> Path:
+    return CHECKPOINT_ROOT / name
+
+
+def resolve(name: str) -> Optional[Path]:
+    """The checkpoint directory of a zoo model name, or None if `name` is not a zoo model.
+
+    A zoo name whose checkpoint has not been trained yet is an error, not a fall-through to
+    the model hub.
+    """
+    if name not in MODELS:
+        return None
+    path = checkpoint_dir(name)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"zoo model {name!r} has no checkpoint at {path}; run `specvid zoo train`")
+    return path

@@ -1,0 +1,197 @@
+"""Train the zoo's tiny Video-LLMs on ShapesWorld, on a CPU.
+
+Each example is one clip with either its caption prompt or one of its questions; the loss
+covers the answer tokens and the closing `<|im_end|>`. The text of every example is drawn
+afresh from the grammar, so fillers vary across epochs while the visual facts stay fixed: the
+model learns real uncertainty over fillers and none over anchors.
+
+Clips go through an mp4 round trip (PyAV encode + `specvid.video` decode) once, into an
+in-memory pool, so training sees the same compression the served models see. Prompts are
+built by the model's own adapter, so training and inference share one chat format.
+
+Training is seeded and resumable: state is saved every `save_every` steps under `work_dir`;
+the finished model is exported as safetensors into the package's checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from specvid.config import VideoLimits, VideoSampling
+from specvid.models.adapter import VideoLLM
+from specvid.models.loader import ADAPTERS
+from specvid.models.tiny import build_tiny_model
+from specvid.video import decode_video
+from specvid.zoo.language import describe_clip
+from specvid.zoo.models import ZooModel, checkpoint_dir
+from specvid.zoo.shapesworld import clip_spec_for_seed, encode_clip_mp4, make_clip, split_seeds, stream_rng
+from specvid.zoo.tokenizer import train_zoo_tokenizer, zoo_tokenizer
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 60
+    weight_decay: float = 0.01
+    caption_share: float = 0.4
+    pool_clips: int = 3000
+    num_frames: int = 8
+    size: int = 112
+    save_every: int = 100
+    seed: int = 0
+
+
+class ClipPool:
+    """Decoded frames of the first `n` training clips, built once and cached on disk."""
+
+    def __init__(self, n: int, num_frames: int, size: int, cache: Optional[Path] = None):
+        self.seeds = list(split_seeds("train", n))
+        if cache is not None and cache.is_file():
+            self.frames = np.load(cache)["frames"]
+        else:
+            self.frames = np.stack([self._decoded(s, num_frames, size) for s in self.seeds])
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(cache, frames=self.frames)
+
+    @staticmethod
+    def _decoded(seed: int, num_frames: int, size: int) -> np.ndarray:
+        data = encode_clip_mp4(make_clip(seed, num_frames=num_frames, size=size))
+        sampling = VideoSampling(num_frames=num_frames, width=size, height=size)
+        return decode_video(data, sampling, VideoLimits()).frames
+
+
+def example_text(seed: int, rng: np.random.Generator, caption_share: float) -> tuple[str, str]:
+    """(prompt, answer) for a clip: its caption or one of its questions, phrased afresh."""
+    text = describe_clip(clip_spec_for_seed(seed), rng)
+    if rng.random() < caption_share:
+        return text.caption_prompt, text.caption
+    qa = text.qa[int(rng.integers(len(text.qa)))]
+    return qa.question, qa.answer
+
+
+def encode_example(adapter: VideoLLM, frames: np.ndarray, prompt: str, answer: str) -> dict:
+    """One training row: input ids, labels on the answer, and the family's vision tensors."""
+    video_prompt = adapter.build_prompt(frames, prompt)
+    end = adapter.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    answer_ids = adapter.tokenizer(answer)["input_ids"] + [end]
+    ids = video_prompt.input_ids.tolist() + answer_ids
+    labels = [IGNORE] * len(video_prompt) + answer_ids
+    return {"input_ids": ids, "labels": labels, "vision": video_prompt.vision_inputs}
+
+
+def collate(rows: list[dict], pad_id: int, video_token_id: int, family: str) -> dict:
+    """Right-pad a batch and stack the vision tensors the family's forward expects."""
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        labels[i, :n] = torch.tensor(r["labels"])
+        mask[i, :n] = 1
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    vision = [r["vision"] for r in rows]
+    batch["pixel_values_videos"] = torch.cat([v["pixel_values_videos"] for v in vision])
+    if family == "qwen2_5_vl":
+        batch["video_grid_thw"] = torch.cat([v["video_grid_thw"] for v in vision])
+        batch["second_per_grid_ts"] = torch.cat([v["second_per_grid_ts"] for v in vision])
+        batch["mm_token_type_ids"] = (ids == video_token_id).int() * 2
+    return batch
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def shared_tokenizer(family: str, work_dir: Path):
+    """The zoo tokenizer, trained once and reused by every model of the family."""
+    path = work_dir / "merges.json"
+    if path.is_file():
+        merges = [tuple(m) for m in json.loads(path.read_text())]
+    else:
+        merges = train_zoo_tokenizer()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(merges))
+    return zoo_tokenizer(family, merges)
+
+
+def train_model(
+    model_spec: ZooModel,
+    cfg: TrainConfig,
+    work_dir: Path,
+    pool: ClipPool,
+    progress: Callable[[int, float], None] = lambda step, loss: None,
+) -> Path:
+    """Train (or resume) one zoo model and export it; returns the checkpoint directory."""
+    torch.manual_seed(cfg.seed + model_spec.seed)
+    tokenizer = shared_tokenizer(model_spec.family, work_dir)
+    model, tokenizer = build_tiny_model(model_spec.family, model_spec.size, model_spec.seed, tokenizer)
+    adapter = ADAPTERS[model_spec.family](model, tokenizer, name=model_spec.name)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state_path = work_dir / model_spec.name / "state.pt"
+    step = _resume(state_path, model, optimizer)
+    model.train()
+    while step < cfg.steps:
+        rng = stream_rng(cfg.seed * 1_000_003 + model_spec.seed, step)  # resumable: per-step stream
+        picks = rng.integers(len(pool.seeds), size=cfg.batch_size)
+        rows = [
+            encode_example(adapter, pool.frames[i], *example_text(pool.seeds[i], rng, cfg.caption_share))
+            for i in picks
+        ]
+        batch = collate(rows, tokenizer.pad_token_id, adapter.video_token_id, model_spec.family)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = model(**batch, use_cache=False).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        progress(step, float(loss))
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            _save_state(state_path, model, optimizer, step)
+    return export(model, tokenizer, model_spec.name)
+
+
+def export(model, tokenizer, name: str) -> Path:
+    out = checkpoint_dir(name)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _resume(path: Path, model, optimizer) -> int:
+    if not path.is_file():
+        return 0
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"])
+
+
+def _save_state(path: Path, model, optimizer, step: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never corrupts the last good state
+
