@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = commands.add_parser("zoo", help="the ShapesWorld zoo: data and tiny model pairs")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
     _add(zoo_commands, "train", "train the zoo's model pairs on this CPU (resumable)", _add_train_args, run_zoo_train)
+    _add(zoo_commands, "eval", "model-card figures of a pair on held-out clips", _add_eval_args, run_zoo_eval)
     _add(zoo_commands, "sample", "write sample clips (mp4) with their questions", _add_sample_args, run_zoo_sample)
     return parser
 
@@ -91,6 +92,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", default=".zoo-work", help="clip pool, tokenizer and resumable state")
     p.add_argument("--pool-clips", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pair", required=True, help="qwen-tiny or llava-tiny")
+    p.add_argument("--clips", type=int, default=200, help="held-out clips to evaluate")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 
 def _add_sample_args(p: argparse.ArgumentParser) -> None:
@@ -231,6 +238,30 @@ def run_zoo_train(args: argparse.Namespace) -> int:
 
                 out = train_model(model, cfg, work, pool, progress)
             print(f"{model.name}: exported to {out}")
+    return 0
+
+
+def run_zoo_eval(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from specvid.models.loader import load_model
+    from specvid.zoo.evaluate import eval_seeds, evaluate_pair
+    from specvid.zoo.models import PAIRS
+
+    if args.pair not in PAIRS:
+        print(f"unknown pair {args.pair!r}; known: {sorted(PAIRS)}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(os.cpu_count() or 1)
+    pair = PAIRS[args.pair]
+    target, draft = load_model(pair.target.name), load_model(pair.draft.name)
+    with tqdm(total=args.clips, desc=f"eval {args.pair}", unit="clip") as bar:
+        figures = evaluate_pair(target, draft, eval_seeds(args.clips), progress=bar.update)
+    figures = {"pair": args.pair, **figures}
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
     return 0
 
 
