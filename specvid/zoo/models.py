@@ -46,7 +46,7 @@ _DRAFT = TinySize(
 PAIRS: dict[str, ZooPair] = {
     pair: ZooPair(
         pair,
-        ZooModel(pair, family, _TARGET, seed=10, train_steps=1500),
+        ZooModel(pair, family, _TARGET, seed=10, train_steps=1800),
         ZooModel(f"{pair}-draft", family, _DRAFT, seed=20, train_steps=1000),
     )
     for pair, family in (("qwen-tiny", "qwen2_5_vl"), ("llava-tiny", "llava_onevision"))

@@ -1,7 +1,8 @@
 """Train the zoo's tiny Video-LLMs on ShapesWorld, on a CPU.
 
 Each example is one clip with either its caption prompt or one of its questions; the loss
-covers the answer tokens and the closing `<|im_end|>`. The text of every example is drawn
+covers the answer tokens and the closing `<|im_end|>`. Questions outweigh captions (`caption_share`)
+because short answers put the gradient on the visual facts. The text of every example is drawn
 afresh from the grammar, so fillers vary across epochs while the visual facts stay fixed: the
 model learns real uncertainty over fillers and none over anchors.
 
@@ -41,11 +42,12 @@ IGNORE = -100
 class TrainConfig:
     steps: int = 1500
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 1e-3
     min_lr_ratio: float = 0.1
     warmup: int = 60
     weight_decay: float = 0.01
-    caption_share: float = 0.4
+    caption_share: float = 0.2
+    patch_embedding_gain: float = 10.0
     pool_clips: int = 3000
     num_frames: int = 8
     size: int = 112
@@ -113,6 +115,23 @@ def collate(rows: list[dict], pad_id: int, video_token_id: int, family: str) -> 
     return batch
 
 
+def amplify_patch_embedding(model, gain: float) -> None:
+    """Scale the vision tower's first projection at initialisation.
+
+    With the usual 0.02 init, what differs between video tokens is ~3% of their projected norm;
+    the language model then learns to treat video tokens as a constant and never looks at them
+    (measured: held-out loss with the wrong clip equals loss with the right one after 1000
+    steps). A 10x larger patch projection lets token content dominate from the first step.
+    """
+    config = model.config
+    if config.model_type == "qwen2_5_vl":
+        projection = model.model.visual.patch_embed.proj
+    else:
+        projection = model.model.vision_tower.vision_model.embeddings.patch_embedding
+    with torch.no_grad():
+        projection.weight.mul_(gain)
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak."""
     if step < cfg.warmup:
@@ -144,6 +163,7 @@ def train_model(
     torch.manual_seed(cfg.seed + model_spec.seed)
     tokenizer = shared_tokenizer(model_spec.family, work_dir)
     model, tokenizer = build_tiny_model(model_spec.family, model_spec.size, model_spec.seed, tokenizer)
+    amplify_patch_embedding(model, cfg.patch_embedding_gain)
     adapter = ADAPTERS[model_spec.family](model, tokenizer, name=model_spec.name)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state_path = work_dir / model_spec.name / "state.pt"
