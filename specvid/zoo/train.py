@@ -127,7 +127,7 @@ def amplify_patch_embedding(model, gain: float) -> None:
     if config.model_type == "qwen2_5_vl":
         projection = model.model.visual.patch_embed.proj
     else:
-        projection = model.model.vision_tower.vision_model.embeddings.patch_embedding
+        projection = model.model.vision_tower.embeddings.patch_embedding
     with torch.no_grad():
         projection.weight.mul_(gain)
 
@@ -158,6 +158,7 @@ def train_model(
     work_dir: Path,
     pool: ClipPool,
     progress: Callable[[int, float], None] = lambda step, loss: None,
+    out_dir: Optional[Path] = None,
 ) -> Path:
     """Train (or resume) one zoo model and export it; returns the checkpoint directory."""
     torch.manual_seed(cfg.seed + model_spec.seed)
@@ -188,11 +189,11 @@ def train_model(
         progress(step, float(loss))
         if step % cfg.save_every == 0 or step == cfg.steps:
             _save_state(state_path, model, optimizer, step)
-    return export(model, tokenizer, model_spec.name)
+    return export(model, tokenizer, out_dir or checkpoint_dir(model_spec.name))
 
 
-def export(model, tokenizer, name: str) -> Path:
-    out = checkpoint_dir(name)
+def export(model, tokenizer, out: Path) -> Path:
+    """Write a transformers checkpoint directory (config, safetensors, tokenizer)."""
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
