@@ -90,7 +90,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pair", default="all", help="qwen-tiny, llava-tiny or all")
     p.add_argument("--models", default="target,draft", help="which members of each pair to train")
     p.add_argument("--work-dir", default=".zoo-work", help="clip pool, tokenizer and resumable state")
-    p.add_argument("--pool-clips", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -212,7 +211,7 @@ def run_zoo_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from specvid.zoo.models import PAIRS
-    from specvid.zoo.train import ClipPool, TrainConfig, train_model
+    from specvid.zoo.train import TrainConfig, train_model
 
     pairs = list(PAIRS) if args.pair == "all" else [args.pair]
     unknown = [p for p in pairs if p not in PAIRS]
@@ -221,9 +220,7 @@ def run_zoo_train(args: argparse.Namespace) -> int:
         return 2
     torch.set_num_threads(os.cpu_count() or 1)
     work = Path(args.work_dir)
-    base = TrainConfig(pool_clips=args.pool_clips, seed=args.seed)
-    print(f"building the clip pool ({base.pool_clips} clips, mp4 round trip; cached in {work})")
-    pool = ClipPool(base.pool_clips, base.num_frames, base.size, work / f"pool-{base.pool_clips}.npz")
+    base = TrainConfig(seed=args.seed)
     for pair in pairs:
         members = {"target": PAIRS[pair].target, "draft": PAIRS[pair].draft}
         for role in args.models.split(","):
@@ -236,7 +233,7 @@ def run_zoo_train(args: argparse.Namespace) -> int:
                     bar.set_postfix(loss=f"{loss:.3f}")
                     bar.refresh()
 
-                out = train_model(model, cfg, work, pool, progress)
+                out = train_model(model, cfg, work, progress)
             print(f"{model.name}: exported to {out}")
     return 0
 

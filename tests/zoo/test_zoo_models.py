@@ -10,7 +10,7 @@ from specvid.models.loader import builtin_names, load_model
 from specvid.zoo.evaluate import clip_video
 from specvid.zoo.models import PAIRS, checkpoint_dir
 from specvid.zoo.shapesworld import make_clip, split_seeds
-from specvid.zoo.train import ClipPool, TrainConfig, train_model
+from specvid.zoo.train import TrainConfig, train_model
 
 
 def test_zoo_names_are_listed():
@@ -30,10 +30,9 @@ def test_an_untrained_zoo_name_is_a_clear_error_not_a_hub_lookup():
 @pytest.mark.parametrize("pair", sorted(PAIRS))
 def test_a_few_training_steps_export_a_loadable_checkpoint(tmp_path, pair):
     draft = PAIRS[pair].draft
-    pool = ClipPool(4, num_frames=8, size=112)
-    cfg = TrainConfig(steps=3, batch_size=2, warmup=1, save_every=2)
+    cfg = TrainConfig(steps=3, batch_size=2, warmup=1, save_every=2, train_clips=4)
     losses = []
-    out = train_model(draft, cfg, tmp_path / "work", pool, lambda s, loss: losses.append(loss), tmp_path / "ckpt")
+    out = train_model(draft, cfg, tmp_path / "work", lambda s, loss: losses.append(loss), tmp_path / "ckpt")
     assert len(losses) == 3 and all(loss > 0 for loss in losses)
     assert (tmp_path / "work" / draft.name / "state.pt").is_file()  # resumable state
     model = load_model(str(out))  # the same loader path as any local checkpoint
@@ -44,5 +43,5 @@ def test_a_few_training_steps_export_a_loadable_checkpoint(tmp_path, pair):
     assert 0 < len(result.token_ids) <= 4
     # Resuming a finished run trains nothing more.
     resumed = []
-    train_model(draft, cfg, tmp_path / "work", pool, lambda s, loss: resumed.append(loss), tmp_path / "ckpt")
+    train_model(draft, cfg, tmp_path / "work", lambda s, loss: resumed.append(loss), tmp_path / "ckpt")
     assert resumed == []
