@@ -54,7 +54,9 @@ def load_model(spec: Union[ModelSpec, str]) -> VideoLLM:
 
 def _resolve_location(name: str) -> str:
     """Zoo names map to the checkpoints shipped in the package; anything else is a path or id."""
-    from specvid.zoo.models import resolve  # the zoo builds on the models package, not back
+    from specvid.zoo.models import (
+        resolve,  # the zoo builds on the models package, not back
+    )
 
     path = resolve(name)
     return str(path) if path is not None else name

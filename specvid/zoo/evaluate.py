@@ -21,7 +21,7 @@ from specvid.config import VideoLimits, VideoSampling
 from specvid.engine import GenerationResult, LocalEngine, sampled_fps
 from specvid.models.adapter import VideoLLM
 from specvid.video import DecodedVideo, decode_video
-from specvid.zoo.language import token_anchor_mask
+from specvid.zoo.anchors import token_anchor_mask
 from specvid.zoo.scorer import aggregate, score_answer, score_caption
 from specvid.zoo.shapesworld import Clip, encode_clip_mp4, make_clip, split_seeds
 

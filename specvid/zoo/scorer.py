@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Union
 
+from specvid.zoo.anchors import find_option_letters
 from specvid.zoo.language import (
     COLOUR_WORDS,
     COUNT_WORDS,
@@ -29,7 +30,6 @@ from specvid.zoo.language import (
     ORDER_WORDS,
     QA,
     YES_NO_WORDS,
-    find_option_letters,
 )
 from specvid.zoo.shapesworld import SHAPE_KINDS, Clip, Fact
 

@@ -34,7 +34,13 @@ from specvid.models.tiny import build_tiny_model
 from specvid.video import decode_video
 from specvid.zoo.language import describe_clip
 from specvid.zoo.models import ZooModel, checkpoint_dir
-from specvid.zoo.shapesworld import clip_spec_for_seed, encode_clip_mp4, make_clip, split_seeds, stream_rng
+from specvid.zoo.shapesworld import (
+    clip_spec_for_seed,
+    encode_clip_mp4,
+    make_clip,
+    split_seeds,
+    stream_rng,
+)
 from specvid.zoo.tokenizer import train_zoo_tokenizer, zoo_tokenizer
 
 IGNORE = -100

@@ -6,6 +6,13 @@ import re
 from collections import defaultdict
 
 from specvid.zoo import language
+from specvid.zoo.anchors import (
+    anchor_spans,
+    anchor_words,
+    find_option_letters,
+    is_anchor_word,
+    token_anchor_mask,
+)
 from specvid.zoo.language import (
     CAPTION_PROMPTS,
     LAST_CLAUSES,
@@ -14,13 +21,8 @@ from specvid.zoo.language import (
     OPTION_LETTERS,
     POST_PHRASES,
     PRE_ADVERBS,
-    anchor_spans,
-    anchor_words,
     build_corpus,
     clip_text,
-    find_option_letters,
-    is_anchor_word,
-    token_anchor_mask,
 )
 from specvid.zoo.scorer import parse_facts, score_answer
 from specvid.zoo.shapesworld import clip_spec_for_seed, make_clip, split_seeds

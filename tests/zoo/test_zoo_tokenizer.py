@@ -6,7 +6,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from specvid.models.tokenizer import FAMILY_SPECIAL_TOKENS
-from specvid.zoo.language import anchor_spans, build_corpus, token_anchor_mask
+from specvid.zoo.anchors import anchor_spans, token_anchor_mask
+from specvid.zoo.language import build_corpus
 from specvid.zoo.shapesworld import split_seeds
 from specvid.zoo.tokenizer import train_zoo_tokenizer, zoo_tokenizer
 
