@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator, Optional, Union
+from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from specvid.errors import InvalidRequestError, ModelLoadError
 from specvid.models.adapter import VideoLLM
 from specvid.models.loader import load_model
 from specvid.spec.draft import DraftWorker
-from specvid.spec.loop import decode
+from specvid.spec.loop import Drafter, Verifier, decode
 from specvid.spec.session import PrefillRequest
 from specvid.spec.stats import SpecStats
 from specvid.spec.target import TargetWorker
@@ -66,14 +66,14 @@ class GenerationResult:
 class IncrementalDetokenizer:
     """Turns a growing token list into text deltas without splitting multi-byte characters."""
 
-    def __init__(self, model: VideoLLM):
-        self.model = model
+    def __init__(self, decode_text: Callable[[list[int]], str]):
+        self.decode_text = decode_text
         self.token_ids: list[int] = []
         self.text = ""
 
     def add(self, token_ids: list[int]) -> str:
         self.token_ids.extend(token_ids)
-        text = self.model.decode(self.token_ids)
+        text = self.decode_text(self.token_ids)
         if text.endswith("\ufffd"):
             return ""  # an incomplete UTF-8 sequence: wait for the next tokens
         delta, self.text = text[len(self.text) :], text
@@ -81,9 +81,69 @@ class IncrementalDetokenizer:
 
     def flush(self) -> str:
         """Whatever text was held back, once no more tokens will come."""
-        text = self.model.decode(self.token_ids)
+        text = self.decode_text(self.token_ids)
         delta, self.text = text[len(self.text) :], text
         return delta
+
+
+async def stream_request(
+    drafter: Optional[Drafter],
+    verifier: Verifier,
+    request: GenerationRequest,
+    video: DecodedVideo,
+    stats: SpecStats,
+    decode_text: Callable[[list[int]], str],
+    request_id: Optional[str] = None,
+) -> AsyncIterator[StreamChunk]:
+    """Run one request through the decode loop over any drafter / verifier transport.
+
+    The local engine passes in-process workers, the Ray Serve router remote replicas; both get
+    the same chunks for the same request.
+    """
+    prefill = PrefillRequest(
+        request_id=request_id or uuid.uuid4().hex,
+        frames=video.frames,
+        fps=sampled_fps(video),
+        prompt=request.prompt,
+        sampling=request.sampling,
+    )
+    detok = IncrementalDetokenizer(decode_text)
+    steps = decode(drafter, verifier, prefill, request.spec, stats)
+    try:
+        async for tokens in steps:
+            yield StreamChunk(tokens, detok.add(tokens))
+        if rest := detok.flush():
+            yield StreamChunk([], rest)
+    finally:
+        await steps.aclose()
+
+
+async def collect(
+    chunks: AsyncIterator[StreamChunk],
+    max_tokens: int,
+    stats: SpecStats,
+    decode_text: Callable[[list[int]], str],
+) -> GenerationResult:
+    """Drain a chunk stream into one result."""
+    token_ids: list[int] = []
+    async for chunk in chunks:
+        token_ids.extend(chunk.token_ids)
+    reason = "length" if len(token_ids) >= max_tokens else "stop"
+    return GenerationResult(decode_text(token_ids), token_ids, reason, stats)
+
+
+def load_video(
+    uri: str,
+    sampling: VideoSampling,
+    frame_size: Callable[[int, int], tuple[int, int]],
+    sources: SourceConfig,
+    limits: VideoLimits,
+) -> DecodedVideo:
+    """Fetch and decode a video at the frame size the target wants."""
+    width, height = frame_size(sampling.width, sampling.height)
+    sampling = sampling.model_copy(update={"width": width, "height": height})
+    data = fetch_video_bytes(uri, sources, limits)
+    return decode_video(data, sampling, limits)
 
 
 class _InProcess:
@@ -132,10 +192,7 @@ class LocalEngine:
 
     def load_video(self, uri: str, sampling: VideoSampling = VideoSampling()) -> DecodedVideo:
         """Fetch and decode a video at the frame size the target wants."""
-        width, height = self.target.frame_size(sampling.width, sampling.height)
-        sampling = sampling.model_copy(update={"width": width, "height": height})
-        data = fetch_video_bytes(uri, self.sources, self.video_limits)
-        return decode_video(data, sampling, self.video_limits)
+        return load_video(uri, sampling, self.target.frame_size, self.sources, self.video_limits)
 
     # ---- generation -------------------------------------------------------------------------
 
@@ -154,34 +211,21 @@ class LocalEngine:
         if video is None:
             video = await asyncio.to_thread(self.load_video, request.video, request.video_sampling)
         stats.video_s = time.perf_counter() - started
-        prefill = PrefillRequest(
-            request_id=uuid.uuid4().hex,
-            frames=video.frames,
-            fps=sampled_fps(video),
-            prompt=request.prompt,
-            sampling=request.sampling,
-        )
         drafter = _InProcess(self.draft_worker) if self.draft_worker is not None else None
-        detok = IncrementalDetokenizer(self.target)
-        steps = decode(drafter, _InProcess(self.target_worker), prefill, request.spec, stats)
+        chunks = stream_request(drafter, _InProcess(self.target_worker), request, video, stats, self.target.decode)
         try:
-            async for tokens in steps:
-                yield StreamChunk(tokens, detok.add(tokens))
-            if rest := detok.flush():
-                yield StreamChunk([], rest)
+            async for chunk in chunks:
+                yield chunk
         finally:
-            await steps.aclose()
+            await chunks.aclose()
 
     async def agenerate(
         self, request: Union[GenerationRequest, dict], video: Optional[DecodedVideo] = None
     ) -> GenerationResult:
         request = parse(GenerationRequest, request)
-        token_ids: list[int] = []
         stats = SpecStats()
-        async for chunk in self.astream(request, video, stats):
-            token_ids.extend(chunk.token_ids)
-        reason = "length" if len(token_ids) >= request.sampling.max_tokens else "stop"
-        return GenerationResult(self.target.decode(token_ids), token_ids, reason, stats)
+        chunks = self.astream(request, video, stats)
+        return await collect(chunks, request.sampling.max_tokens, stats, self.target.decode)
 
     def generate(
         self, request: Union[GenerationRequest, dict], video: Optional[DecodedVideo] = None

@@ -66,6 +66,13 @@ class UnavailableError(SpecVidError):
     code = "unavailable"
 
 
+class RequestTimeoutError(SpecVidError):
+    """The request did not finish within the deployment's time limit (its work was stopped)."""
+
+    status_code = 504
+    code = "timeout"
+
+
 class SessionLostError(UnavailableError):
     """A worker no longer holds the session a request refers to (restart, eviction).
 

@@ -69,8 +69,10 @@ async def decode(
     started = time.perf_counter()
     try:
         prefill = await verifier.prefill(request)
+        stats.prompt_tokens, stats.video_tokens = prefill.prompt_tokens, prefill.video_tokens
         if use_draft:
             await drafter.prefill(request, None)
+            stats.draft_video_tokens = prefill.video_tokens
         stats.prefill_s = time.perf_counter() - started
         decode_start = time.perf_counter()
         stops = prefill.stop_token_ids | frozenset(request.sampling.stop_token_ids)

@@ -19,6 +19,9 @@ class SpecStats:
     accepted_per_position: list[int] = field(default_factory=list)
     drafted_per_position: list[int] = field(default_factory=list)
     sessions_restored: int = 0
+    prompt_tokens: int = 0
+    video_tokens: int = 0  # in the target's context
+    draft_video_tokens: int = 0  # in the draft's context (fewer when pruned)
     video_s: float = 0.0
     prefill_s: float = 0.0
     decode_s: float = 0.0
@@ -51,6 +54,13 @@ class SpecStats:
         return after_first / self.decode_s if self.decode_s > 0 else 0.0
 
     @property
+    def pruned_ratio(self) -> float:
+        """Share of the video tokens left out of the draft's context."""
+        if not self.video_tokens or not self.draft_video_tokens:
+            return 0.0
+        return 1.0 - self.draft_video_tokens / self.video_tokens
+
+    @property
     def total_s(self) -> float:
         return self.video_s + self.prefill_s + self.decode_s
 
@@ -62,6 +72,7 @@ class SpecStats:
             acceptance_rate=self.acceptance_rate,
             decode_tokens_per_s=self.decode_tokens_per_s,
             total_s=self.total_s,
+            pruned_ratio=self.pruned_ratio,
         )
         return out
 

@@ -1,0 +1,49 @@
+"""`build_app`: the SpecVid Ray Serve application from one validated dict.
+
+    serve run serve_config.yaml                  # the embedded default (zoo pair, CPU)
+    serve run deployments.app:build_app target.name=qwen-tiny ...
+
+    from deployments.app import build_app
+    handle = serve.run(build_app({"target": {"name": "qwen-tiny"}, "draft": {"name": "qwen-tiny-draft"}}))
+    result = await handle.generate.remote({"video": "s3://videos/clip.mp4", "prompt": "..."})
+"""
+
+from __future__ import annotations
+
+from ray.serve import Application
+
+from deployments.args import AppArgs
+from deployments.router import Router
+from deployments.workers import DraftServer, TargetServer
+from specvid.config import parse
+
+
+def build_app(args: dict) -> Application:
+    args = parse(AppArgs, args)
+    target = TargetServer.options(num_replicas=args.target_replicas, **_group_options(args)).bind(
+        args.target.model_dump(), args.tp_size, args.max_sessions, _rank_options(args)
+    )
+    draft = None
+    if args.draft is not None:
+        draft = DraftServer.options(num_replicas=args.draft_replicas).bind(args.draft.model_dump(), args.max_sessions)
+    return Router.bind(args.model_dump(), target, draft)
+
+
+def _rank_options(args: AppArgs) -> dict:
+    resources = args.rank_resources
+    return {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+
+
+def _group_options(args: AppArgs) -> dict:
+    """A TP group reserves one bundle per rank on one node (STRICT_PACK: NCCL/gloo stay local)."""
+    if args.tp_size == 1:
+        resources = args.rank_resources
+        return {"ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}}
+    bundle = {"CPU": args.rank_resources.num_cpus}
+    if args.rank_resources.num_gpus:
+        bundle["GPU"] = args.rank_resources.num_gpus
+    return {
+        "ray_actor_options": {"num_cpus": 0},
+        "placement_group_bundles": [dict(bundle) for _ in range(args.tp_size)],
+        "placement_group_strategy": "STRICT_PACK",
+    }

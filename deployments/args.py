@@ -1,0 +1,40 @@
+"""The application's typed arguments: what `serve_config.yaml` and `build_app` accept."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field, model_validator
+
+from specvid.config import Limits, ModelSpec, SourceConfig, VideoLimits, _Strict
+
+
+class ReplicaResources(_Strict):
+    """Resources of one target rank (one bundle of the target replica's placement group)."""
+
+    num_cpus: float = Field(1.0, ge=0, description="CPUs per rank.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per rank (1 for a GPU deployment).")
+
+
+class AppArgs(_Strict):
+    """Arguments of the SpecVid application (`deployments.app:build_app`)."""
+
+    target: ModelSpec = Field(description="The target model; its output is what users get.")
+    draft: Optional[ModelSpec] = Field(None, description="The draft model; None serves only 'ar'.")
+    served_model_name: str = Field("specvid", description="The model name the REST API reports.")
+    tp_size: int = Field(1, ge=1, le=64, description="Tensor-parallel ranks per target replica.")
+    rank_resources: ReplicaResources = Field(default_factory=ReplicaResources)
+    target_replicas: int = Field(1, ge=1, description="Target replicas (each a TP group).")
+    draft_replicas: int = Field(1, ge=1, description="Draft replicas.")
+    max_sessions: int = Field(64, ge=1, description="Sessions each worker keeps (LRU) before evicting.")
+    request_timeout_s: float = Field(300.0, gt=0, description="A request still running after this is stopped.")
+    sources: SourceConfig = Field(default_factory=SourceConfig)
+    video_limits: VideoLimits = Field(default_factory=VideoLimits)
+    limits: Limits = Field(default_factory=Limits)
+
+    @model_validator(mode="after")
+    def _devices_match_resources(self) -> "AppArgs":
+        on_gpu = self.target.device.startswith("cuda")
+        if on_gpu and self.rank_resources.num_gpus < 1:
+            raise ValueError("a target on cuda needs rank_resources.num_gpus >= 1")
+        return self

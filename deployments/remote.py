@@ -1,0 +1,90 @@
+"""The decode loop's drafter and verifier over Serve deployment handles.
+
+`spec/loop.py` talks to workers through two small async protocols; these classes implement
+them with remote calls, so the router runs the very loop `LocalEngine` runs. Three things
+differ from in-process calls:
+
+- frames go to the replicas once, as an object reference, not inside every message;
+- every call carries the request id as the multiplexed model id (session affinity);
+- a replica that died mid-request looks to the loop like a worker that lost the session:
+  `SessionLostError`, after which the loop re-prefills (on a live replica) and replays the
+  committed tokens. Prefill itself is retried with back-off while Serve replaces the replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any, Optional
+
+import ray
+from ray.serve.handle import DeploymentHandle
+
+from specvid.errors import SessionLostError, SpecVidError, UnavailableError
+from specvid.spec.accept import Verdict
+from specvid.spec.session import Commit, PrefillRequest, PrefillResult, Proposal
+
+# Failures that mean "that replica is gone", not "the request is bad".
+REPLICA_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The SpecVid error a replica raised, if `error` carries one."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, SpecVidError) else error
+
+
+class RemoteWorker:
+    """One request's view of a worker deployment."""
+
+    def __init__(self, handle: DeploymentHandle, request_id: str, frames: ray.ObjectRef, retry_s: float = 60.0):
+        self.handle = handle.options(multiplexed_model_id=request_id)
+        self.frames = frames
+        self.retry_s = retry_s
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self.handle, method).remote(*args)
+        except REPLICA_LOST as e:
+            raise SessionLostError(f"{method}: the replica holding the session is gone ({type(e).__name__})") from None
+        except ray.exceptions.RayTaskError as e:
+            raise unwrap(e) from None
+
+    async def _prefill(self, *args: Any) -> Any:
+        """Prefill, retried while no replica can take it (one is being replaced)."""
+        deadline, delay = time.monotonic() + self.retry_s, 0.1
+        while True:
+            try:
+                return await self._call("prefill", *args)
+            except SessionLostError as e:
+                if time.monotonic() + delay > deadline:
+                    raise UnavailableError(f"no replica could take the request: {e}") from None
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+
+    async def release(self, request_id: str) -> None:
+        try:
+            await self._call("release", request_id)
+        except SpecVidError:
+            pass  # the replica is gone, and its sessions with it
+
+
+class RemoteDrafter(RemoteWorker):
+    async def prefill(self, request: PrefillRequest, keep_video: Optional[Any]) -> int:
+        return await self._prefill(_without_frames(request), self.frames, keep_video)
+
+    async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
+        return await self._call("propose", request_id, commit, k)
+
+
+class RemoteVerifier(RemoteWorker):
+    async def prefill(self, request: PrefillRequest) -> PrefillResult:
+        return await self._prefill(_without_frames(request), self.frames)
+
+    async def verify(self, request_id: str, commit: Commit, proposal: Proposal) -> Verdict:
+        return await self._call("verify", request_id, commit, proposal)
+
+
+def _without_frames(request: PrefillRequest) -> PrefillRequest:
+    return dataclasses.replace(request, frames=None)

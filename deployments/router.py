@@ -1,0 +1,257 @@
+"""The router: the application's ingress, which runs the decode loop over remote workers.
+
+Per request it fetches and decodes the video once, puts the frames in the object store, and
+drives `specvid.engine.stream_request` (the loop `LocalEngine` runs) with a remote drafter and
+verifier. Python callers use the same path through the handle methods `generate` and
+`stream`; HTTP callers through the FastAPI routes below.
+"""
+
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator, Optional
+
+import ray
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.args import AppArgs
+from deployments.metrics import RouterMetrics
+from deployments.openai_api import (
+    ChatCompletionRequest,
+    chunk,
+    completion,
+    models_list,
+    to_generation_request,
+    usage,
+)
+from deployments.remote import RemoteDrafter, RemoteVerifier, unwrap
+from specvid.config import GenerationRequest, parse
+from specvid.engine import GenerationResult, StreamChunk, collect, load_video, stream_request
+from specvid.errors import InvalidRequestError, RequestTimeoutError, SpecVidError
+from specvid.spec.stats import SpecStats
+
+logger = logging.getLogger("ray.serve")
+api = FastAPI(title="SpecVid", description="Speculative decoding for Video-LLMs")
+
+
+class GenerateBody(GenerationRequest):
+    """The native REST body: a generation request, optionally streamed as server-sent events."""
+
+    stream: bool = False
+
+
+def _error_response(error: BaseException) -> JSONResponse:
+    error = unwrap(error)
+    if not isinstance(error, SpecVidError):
+        logger.error("unexpected error", exc_info=error)
+        error = SpecVidError(f"internal error: {type(error).__name__}")
+    return JSONResponse(error.to_dict(), status_code=error.status_code)
+
+
+@api.exception_handler(SpecVidError)
+async def _specvid_error(_: Request, error: SpecVidError) -> JSONResponse:
+    return _error_response(error)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    return _error_response(InvalidRequestError(str(error)))
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidRequestError("the request body is not valid JSON") from None
+
+
+def _sse(payload: dict | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
+
+
+async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
+    yield first
+    async for item in rest:
+        yield item
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
+@serve.ingress(api)
+class Router:
+    def __init__(self, args: dict, target: DeploymentHandle, draft: Optional[DeploymentHandle] = None):
+        self.args = parse(AppArgs, args)
+        self.target, self.draft = target, draft
+        self.metrics = RouterMetrics()
+        self._tokenizer = None
+        self._frame_sizes: dict[tuple[int, int], tuple[int, int]] = {}
+
+    # ---- the one path every entry point takes ------------------------------------------------
+
+    async def _decode_text(self):
+        if self._tokenizer is None:
+            self._tokenizer = (await self.target.describe.remote())["tokenizer"]
+        tokenizer = self._tokenizer
+        return lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    async def _video(self, request: GenerationRequest):
+        key = (request.video_sampling.width, request.video_sampling.height)
+        if key not in self._frame_sizes:
+            self._frame_sizes[key] = tuple(await self.target.frame_size.remote(*key))
+        size = self._frame_sizes[key]
+        return await asyncio.to_thread(
+            load_video, request.video, request.video_sampling, lambda w, h: size, self.args.sources, self.args.video_limits
+        )
+
+    async def _chunks(self, request: GenerationRequest, request_id: str, stats: SpecStats) -> AsyncIterator[StreamChunk]:
+        if len(request.prompt) > self.args.limits.max_prompt_chars:
+            raise InvalidRequestError(
+                f"prompt has {len(request.prompt)} characters; the limit is {self.args.limits.max_prompt_chars}"
+            )
+        if request.spec.method != "ar" and self.draft is None:
+            raise InvalidRequestError(f"method {request.spec.method!r} needs a draft model; none is deployed")
+        started = time.perf_counter()
+        first_token_s: Optional[float] = None
+        outcome = "error"
+        try:
+            async with asyncio.timeout(self.args.request_timeout_s):
+                decode_text = await self._decode_text()
+                video = await self._video(request)
+                stats.video_s = time.perf_counter() - started
+                frames = ray.put(video.frames)
+                verifier = RemoteVerifier(self.target, request_id, frames)
+                drafter = RemoteDrafter(self.draft, request_id, frames) if request.spec.method != "ar" else None
+                chunks = stream_request(drafter, verifier, request, video, stats, decode_text, request_id)
+                try:
+                    async for item in chunks:
+                        if first_token_s is None and item.token_ids:
+                            first_token_s = time.perf_counter() - started
+                        yield item
+                finally:
+                    await chunks.aclose()  # frees both sessions, also on disconnect or timeout
+            outcome = "ok"
+        except TimeoutError:
+            outcome = "timeout"
+            raise RequestTimeoutError(f"the request did not finish within {self.args.request_timeout_s} s") from None
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            self.metrics.record(
+                self.args.served_model_name, request.spec.method, stats, time.perf_counter() - started, first_token_s, outcome
+            )
+
+    async def _generate(self, request: GenerationRequest, request_id: str) -> GenerationResult:
+        stats = SpecStats()
+        return await collect(
+            self._chunks(request, request_id, stats), request.sampling.max_tokens, stats, await self._decode_text()
+        )
+
+    # ---- Python handle API ---------------------------------------------------------------------
+
+    async def generate(self, request: dict) -> dict:
+        """`await handle.generate.remote({...})` -> the result dict (text, token_ids, stats)."""
+        request = parse(GenerationRequest, request)
+        result = await self._generate(request, uuid.uuid4().hex)
+        return result.to_dict()
+
+    async def stream(self, request: dict) -> AsyncIterator[dict]:
+        """`handle.options(stream=True).stream.remote({...})` yields {"text", "token_ids"} per
+        round, then one final {"finish_reason", "stats"}."""
+        request = parse(GenerationRequest, request)
+        stats = SpecStats()
+        count = 0
+        async for item in self._chunks(request, uuid.uuid4().hex, stats):
+            count += len(item.token_ids)
+            yield {"text": item.text, "token_ids": item.token_ids}
+        reason = "length" if count >= request.sampling.max_tokens else "stop"
+        yield {"finish_reason": reason, "stats": stats.to_dict()}
+
+    # ---- REST ----------------------------------------------------------------------------------
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        await self.target.describe.remote()
+        if self.draft is not None:
+            await self.draft.describe.remote()
+        return {"status": "ok"}
+
+    @api.get("/v1/models")
+    async def models(self) -> dict:
+        return models_list(self.args.served_model_name)
+
+    @api.post("/v1/generate")
+    async def generate_rest(self, http: Request):
+        body = parse(GenerateBody, await _json_body(http))
+        request = parse(GenerationRequest, body.model_dump(exclude={"stream"}))
+        request_id = uuid.uuid4().hex
+        if not body.stream:
+            result = await self._generate(request, request_id)
+            return {"id": request_id, "model": self.args.served_model_name, **result.to_dict()}
+        return await self._sse_response(self._native_events(request, request_id))
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, http: Request):
+        chat = parse(ChatCompletionRequest, await _json_body(http))
+        request = parse(GenerationRequest, to_generation_request(chat))
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        model = self.args.served_model_name
+        if not chat.stream:
+            return completion(request_id, model, await self._generate(request, request_id))
+        include_usage = chat.stream_options is not None and chat.stream_options.include_usage
+        return await self._sse_response(self._chat_events(request, request_id, model, include_usage))
+
+    async def _sse_response(self, events: AsyncIterator[str]) -> StreamingResponse:
+        # Pull the first event before answering, so a bad video still gets its HTTP status.
+        try:
+            first = await events.__anext__()
+        except StopAsyncIteration:
+            first = ""
+
+        async def body():
+            yield first
+            try:
+                async for event in events:
+                    yield event
+            except Exception as e:  # mid-stream: the status is sent, so report in-band
+                yield _sse(_error_response(e).body.decode())
+                yield _sse("[DONE]")
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    async def _native_events(self, request: GenerationRequest, request_id: str) -> AsyncIterator[str]:
+        stats = SpecStats()
+        count = 0
+        async for item in self._chunks(request, request_id, stats):
+            count += len(item.token_ids)
+            yield _sse({"id": request_id, "text": item.text, "token_ids": item.token_ids})
+        reason = "length" if count >= request.sampling.max_tokens else "stop"
+        yield _sse({"id": request_id, "finish_reason": reason, "stats": stats.to_dict()})
+        yield _sse("[DONE]")
+
+    async def _chat_events(
+        self, request: GenerationRequest, request_id: str, model: str, include_usage: bool
+    ) -> AsyncIterator[str]:
+        stats = SpecStats()
+        count = 0
+        items = self._chunks(request, request_id, stats)
+        # The first round runs before the first event, so errors in the video or the prefill
+        # still reach the client as an HTTP status rather than in-band.
+        first = await anext(items, None)
+        yield _sse(chunk(request_id, model, {"role": "assistant", "content": ""}))
+        rest = items if first is None else _prepend(first, items)
+        async for item in rest:
+            count += len(item.token_ids)
+            if item.text:
+                yield _sse(chunk(request_id, model, {"content": item.text}))
+        reason = "length" if count >= request.sampling.max_tokens else "stop"
+        yield _sse(chunk(request_id, model, {}, reason, spec_decode=stats.to_dict()))
+        if include_usage:
+            yield _sse({**chunk(request_id, model, {}), "choices": [], "usage": usage(stats, count)})
+        yield _sse("[DONE]")
