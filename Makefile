@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet $(TORCH) -e '.[serve,test]'
 	touch $(STAMP)
 
+# The application on embedded defaults: local S3 with sample clips + `serve run serve_config.yaml`.
 run: install
-	$(VENV)/bin/specvid demo
+	$(PY) -m deployments.launch --config serve_config.yaml
 
 test: install
 	$(PY) -m pytest -q

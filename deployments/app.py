@@ -25,7 +25,9 @@ def build_app(args: dict) -> Application:
     )
     draft = None
     if args.draft is not None:
-        draft = DraftServer.options(num_replicas=args.draft_replicas).bind(args.draft.model_dump(), args.max_sessions)
+        draft = DraftServer.options(
+            num_replicas=args.draft_replicas, ray_actor_options=args.draft_resources.model_dump()
+        ).bind(args.draft.model_dump(), args.max_sessions)
     return Router.bind(args.model_dump(), target, draft)
 
 

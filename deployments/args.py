@@ -10,10 +10,11 @@ from specvid.config import Limits, ModelSpec, SourceConfig, VideoLimits, _Strict
 
 
 class ReplicaResources(_Strict):
-    """Resources of one target rank (one bundle of the target replica's placement group)."""
+    """Resources of one process: a target rank (one bundle of the target replica's placement
+    group) or a draft replica."""
 
-    num_cpus: float = Field(1.0, ge=0, description="CPUs per rank.")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per rank (1 for a GPU deployment).")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved (1 for a model on cuda).")
 
 
 class AppArgs(_Strict):
@@ -23,7 +24,10 @@ class AppArgs(_Strict):
     draft: Optional[ModelSpec] = Field(None, description="The draft model; None serves only 'ar'.")
     served_model_name: str = Field("specvid", description="The model name the REST API reports.")
     tp_size: int = Field(1, ge=1, le=64, description="Tensor-parallel ranks per target replica.")
-    rank_resources: ReplicaResources = Field(default_factory=ReplicaResources)
+    rank_resources: ReplicaResources = Field(default_factory=ReplicaResources, description="Per target rank.")
+    draft_resources: ReplicaResources = Field(
+        default_factory=lambda: ReplicaResources(num_cpus=0), description="Per draft replica."
+    )
     target_replicas: int = Field(1, ge=1, description="Target replicas (each a TP group).")
     draft_replicas: int = Field(1, ge=1, description="Draft replicas.")
     max_sessions: int = Field(64, ge=1, description="Sessions each worker keeps (LRU) before evicting.")
@@ -34,7 +38,8 @@ class AppArgs(_Strict):
 
     @model_validator(mode="after")
     def _devices_match_resources(self) -> "AppArgs":
-        on_gpu = self.target.device.startswith("cuda")
-        if on_gpu and self.rank_resources.num_gpus < 1:
+        if self.target.device.startswith("cuda") and self.rank_resources.num_gpus < 1:
             raise ValueError("a target on cuda needs rank_resources.num_gpus >= 1")
+        if self.draft is not None and self.draft.device.startswith("cuda") and self.draft_resources.num_gpus <= 0:
+            raise ValueError("a draft on cuda needs draft_resources.num_gpus > 0")
         return self

@@ -31,7 +31,7 @@ def clip_bytes(seed: int, num_frames: int = 16, size: int = 112) -> bytes:
     return encode_video(frames, fps=8.0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def videos(moto_endpoint: str) -> dict:
     """Two real mp4 clips in a fresh bucket of the loopback S3."""
     os.environ.update(AWS_ENV)
@@ -45,7 +45,7 @@ def videos(moto_endpoint: str) -> dict:
     return {"bucket": bucket, "uris": uris, "endpoint": moto_endpoint}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_cluster(videos):
     ray.init(
         num_cpus=2,
@@ -70,10 +70,20 @@ def app_args(videos: dict, **overrides) -> dict:
     return args
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def app(ray_cluster, videos):
     """The default application (tp_size 1), as `serve run` would start it."""
     from deployments.app import build_app
 
     handle = serve.run(build_app(app_args(videos)), name="specvid", route_prefix="/")
     return {"handle": handle, "url": ray_cluster, "videos": videos}
+
+
+@pytest.fixture(scope="session")
+def local(videos):
+    """The same pair in one process: the reference every served answer must equal."""
+    from specvid.config import SourceConfig
+    from specvid.engine import LocalEngine
+
+    sources = SourceConfig(s3_endpoint_url=videos["endpoint"])
+    return LocalEngine.from_specs(PAIR["target"]["name"], PAIR["draft"]["name"], sources=sources)

@@ -7,22 +7,13 @@ import json
 import pytest
 import requests
 
-from tests.serve.conftest import PAIR, app_args
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
-from specvid.config import SourceConfig  # noqa: E402
-from specvid.engine import LocalEngine  # noqa: E402
 
 PROMPT = "Describe what moves in the clip."
 HTTP_TIMEOUT = 120
-
-
-@pytest.fixture(scope="module")
-def local(videos):
-    sources = SourceConfig(s3_endpoint_url=videos["endpoint"])
-    return LocalEngine.from_specs(PAIR["target"]["name"], PAIR["draft"]["name"], sources=sources)
 
 
 def request_for(app, seed: int, method: str, max_tokens: int = 24, **spec) -> dict:
