@@ -145,10 +145,22 @@ class TargetServer(_Affinity):
     async def describe(self) -> dict:
         return await self._run("describe")
 
+    async def check_health(self) -> None:
+        """Serve calls this periodically; a dead rank makes the whole group unhealthy, so
+        Serve replaces the replica (and its group) instead of routing to a broken one."""
+        if self.ranks:
+            await asyncio.gather(*[rank.ready.remote() for rank in self.ranks])
+
 
 def _describe(worker) -> dict:
     model = worker.model
-    return {"name": model.name, "family": model.family, "tokenizer": model.tokenizer}
+    return {"name": model.name, "family": model.family, "tokenizer": model.tokenizer, "tp_size": _world_size()}
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _start_group(spec: ModelSpec, tp_size: int, max_sessions: int, resources: dict) -> list:

@@ -99,6 +99,9 @@ class SamplingParams(_Strict):
     stop_token_ids: tuple[int, ...] = Field(
         (), description="Extra token ids that end generation, besides the model's EOS tokens."
     )
+    ignore_eos: bool = Field(
+        False, description="Keep generating past the model's EOS tokens (fixed-length benchmark runs)."
+    )
 
     @property
     def greedy(self) -> bool:

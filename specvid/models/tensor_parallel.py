@@ -8,7 +8,10 @@ inside each decoder layer) and computes the same logits; rank 0's answer is the 
 
 DeepSpeed discovers its process group from the environment. Unless RANK, WORLD_SIZE,
 MASTER_ADDR, MASTER_PORT and LOCAL_RANK are all set it falls back to MPI discovery and
-silently runs a world of one, so `rank_environment` spells every one of them out.
+silently runs a world of one, so `rank_environment` spells every one of them out. A group
+always lives on one node (its placement group is STRICT_PACK), so LOCAL_SIZE = WORLD_SIZE: on
+CPU, DeepSpeed's shared-memory all-reduce needs it, and without it that kernel crashes the
+rank (measured: SIGSEGV in `inference_all_reduce` on the first sharded forward).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Optional
 from specvid.errors import ModelLoadError
 from specvid.models.adapter import VideoLLM
 
-RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # Projections whose outputs are partial sums after sharding, so AutoTP all-reduces them.
 ROW_PARALLEL_OUTPUTS = ("self_attn.o_proj", "mlp.down_proj")
 
@@ -35,6 +38,7 @@ def rank_environment(
         "RANK": str(rank),
         "WORLD_SIZE": str(world_size),
         "LOCAL_RANK": str(rank if local_rank is None else local_rank),
+        "LOCAL_SIZE": str(world_size),
         "MASTER_ADDR": master_addr,
         "MASTER_PORT": str(master_port),
     }

@@ -75,7 +75,8 @@ async def decode(
             stats.draft_video_tokens = prefill.video_tokens
         stats.prefill_s = time.perf_counter() - started
         decode_start = time.perf_counter()
-        stops = prefill.stop_token_ids | frozenset(request.sampling.stop_token_ids)
+        eos = frozenset() if request.sampling.ignore_eos else prefill.stop_token_ids
+        stops = eos | frozenset(request.sampling.stop_token_ids)
 
         generated: list[int] = []
         pending = [prefill.first_token]
