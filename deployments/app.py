@@ -1,11 +1,11 @@
 """`build_app`: the SpecVid Ray Serve application from one validated dict.
 
-    serve run serve_config.yaml                  # the embedded default (zoo pair, CPU)
-    serve run deployments.app:build_app target.name=qwen-tiny ...
+serve run serve_config.yaml                  # the embedded default (zoo pair, CPU)
+serve run deployments.app:build_app target.name=qwen-tiny ...
 
-    from deployments.app import build_app
-    handle = serve.run(build_app({"target": {"name": "qwen-tiny"}, "draft": {"name": "qwen-tiny-draft"}}))
-    result = await handle.generate.remote({"video": "s3://videos/clip.mp4", "prompt": "..."})
+from deployments.app import build_app
+handle = serve.run(build_app({"target": {"name": "qwen-tiny"}, "draft": {"name": "qwen-tiny-draft"}}))
+result = await handle.generate.remote({"video": "s3://videos/clip.mp4", "prompt": "..."})
 """
 
 from __future__ import annotations

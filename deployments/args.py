@@ -31,7 +31,9 @@ class AppArgs(_Strict):
     target_replicas: int = Field(1, ge=1, description="Target replicas (each a TP group).")
     draft_replicas: int = Field(1, ge=1, description="Draft replicas.")
     max_sessions: int = Field(64, ge=1, description="Sessions each worker keeps (LRU) before evicting.")
-    request_timeout_s: float = Field(300.0, gt=0, description="A request still running after this is stopped.")
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="A request still running after this is stopped."
+    )
     sources: SourceConfig = Field(default_factory=SourceConfig)
     video_limits: VideoLimits = Field(default_factory=VideoLimits)
     limits: Limits = Field(default_factory=Limits)
@@ -40,6 +42,10 @@ class AppArgs(_Strict):
     def _devices_match_resources(self) -> "AppArgs":
         if self.target.device.startswith("cuda") and self.rank_resources.num_gpus < 1:
             raise ValueError("a target on cuda needs rank_resources.num_gpus >= 1")
-        if self.draft is not None and self.draft.device.startswith("cuda") and self.draft_resources.num_gpus <= 0:
+        if (
+            self.draft is not None
+            and self.draft.device.startswith("cuda")
+            and self.draft_resources.num_gpus <= 0
+        ):
             raise ValueError("a draft on cuda needs draft_resources.num_gpus > 0")
         return self

@@ -100,7 +100,9 @@ def first_request(http: str, uri: str, question: str) -> dict:
         with urllib.request.urlopen(request, timeout=120) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as e:
-        raise SystemExit(f"the first request failed: HTTP {e.code} {e.read().decode(errors='replace')}") from None
+        raise SystemExit(
+            f"the first request failed: HTTP {e.code} {e.read().decode(errors='replace')}"
+        ) from None
 
 
 def usage_text(settings: dict, uri: str) -> str:
@@ -142,7 +144,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         children.append(start_s3(settings["s3_endpoint"]))
         samples = upload_samples(settings["s3_endpoint"], settings["bucket"])
-        print(f"local S3 at {settings['s3_endpoint']}: {len(samples)} sample clips in s3://{settings['bucket']}/")
+        print(
+            f"local S3 at {settings['s3_endpoint']}: {len(samples)} sample clips in s3://{settings['bucket']}/"
+        )
         serve_run = start_serve(args.config)
         children.append(serve_run)
         healthz = f"{settings['http']}/healthz"
@@ -150,7 +154,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         sample = samples[0]
         question = sample["caption_prompt"]
         answer = first_request(settings["http"], sample["uri"], question)
-        print(f"\nQ: {question}\nA: {answer['text']!r}  (tau {answer['stats']['tau']:.2f}, {answer['num_tokens']} tokens)")
+        print(
+            f"\nQ: {question}\nA: {answer['text']!r}  (tau {answer['stats']['tau']:.2f}, {answer['num_tokens']} tokens)"
+        )
         print(usage_text(settings, sample["uri"]))
         while not args.once and not stop["requested"] and serve_run.poll() is None:
             time.sleep(0.5)
@@ -163,7 +169,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _boto_credentials() -> dict:
-    return {"aws_access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": FAKE_AWS["AWS_SECRET_ACCESS_KEY"]}
+    return {
+        "aws_access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+    }
 
 
 def _http_status(url: str) -> Optional[int]:

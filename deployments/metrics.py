@@ -55,7 +55,9 @@ class RouterMetrics:
             tag_keys=tags,
         )
 
-    def record(self, model: str, method: str, stats: SpecStats, latency_s: float, ttft_s: float | None, outcome: str) -> None:
+    def record(
+        self, model: str, method: str, stats: SpecStats, latency_s: float, ttft_s: float | None, outcome: str
+    ) -> None:
         tags = {"model": model, "method": method}
         self.requests.inc(1, {**tags, "outcome": outcome})
         if outcome != "ok":

@@ -61,17 +61,25 @@ class ChatCompletionRequest(_Open):
     stream_options: Optional[StreamOptions] = None
     n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
     spec: SpecConfig = Field(default_factory=SpecConfig, description="SpecVid: method and its knobs.")
-    video_sampling: VideoSampling = Field(default_factory=VideoSampling, description="SpecVid: frame sampling.")
+    video_sampling: VideoSampling = Field(
+        default_factory=VideoSampling, description="SpecVid: frame sampling."
+    )
 
 
 def to_generation_request(chat: ChatCompletionRequest) -> dict:
     """The native request a chat completion asks for."""
     if any(m.role == "assistant" for m in chat.messages):
-        raise InvalidRequestError("multi-turn chat is not supported: send one user turn with a video_url part")
+        raise InvalidRequestError(
+            "multi-turn chat is not supported: send one user turn with a video_url part"
+        )
     users = [m for m in chat.messages if m.role == "user"]
     if len(users) != 1:
         raise InvalidRequestError(f"expected exactly one user message, got {len(users)}")
-    parts = [ContentPart(type="text", text=users[0].content)] if isinstance(users[0].content, str) else users[0].content
+    parts = (
+        [ContentPart(type="text", text=users[0].content)]
+        if isinstance(users[0].content, str)
+        else users[0].content
+    )
     videos = [p.video_url.url for p in parts if p.type == "video_url" and p.video_url is not None]
     if len(videos) != 1:
         raise InvalidRequestError(f"the user message needs exactly one video_url part, got {len(videos)}")
@@ -119,7 +127,9 @@ def completion(request_id: str, model: str, result: GenerationResult) -> dict:
     }
 
 
-def chunk(request_id: str, model: str, delta: dict, finish_reason: Optional[str] = None, **extra: Any) -> dict:
+def chunk(
+    request_id: str, model: str, delta: dict, finish_reason: Optional[str] = None, **extra: Any
+) -> dict:
     return {
         "id": request_id,
         "object": "chat.completion.chunk",

@@ -38,7 +38,9 @@ def unwrap(error: BaseException) -> BaseException:
 class RemoteWorker:
     """One request's view of a worker deployment."""
 
-    def __init__(self, handle: DeploymentHandle, request_id: str, frames: ray.ObjectRef, retry_s: float = 60.0):
+    def __init__(
+        self, handle: DeploymentHandle, request_id: str, frames: ray.ObjectRef, retry_s: float = 60.0
+    ):
         self.handle = handle.options(multiplexed_model_id=request_id)
         self.frames = frames
         self.retry_s = retry_s
@@ -47,7 +49,9 @@ class RemoteWorker:
         try:
             return await getattr(self.handle, method).remote(*args)
         except REPLICA_LOST as e:
-            raise SessionLostError(f"{method}: the replica holding the session is gone ({type(e).__name__})") from None
+            raise SessionLostError(
+                f"{method}: the replica holding the session is gone ({type(e).__name__})"
+            ) from None
         except ray.exceptions.RayTaskError as e:
             raise unwrap(e) from None
 

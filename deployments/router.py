@@ -6,7 +6,6 @@ verifier. Python callers use the same path through the handle methods `generate`
 `stream`; HTTP callers through the FastAPI routes below.
 """
 
-
 import asyncio
 import json
 import logging
@@ -106,10 +105,17 @@ class Router:
             self._frame_sizes[key] = tuple(await self.target.frame_size.remote(*key))
         size = self._frame_sizes[key]
         return await asyncio.to_thread(
-            load_video, request.video, request.video_sampling, lambda w, h: size, self.args.sources, self.args.video_limits
+            load_video,
+            request.video,
+            request.video_sampling,
+            lambda w, h: size,
+            self.args.sources,
+            self.args.video_limits,
         )
 
-    async def _chunks(self, request: GenerationRequest, request_id: str, stats: SpecStats) -> AsyncIterator[StreamChunk]:
+    async def _chunks(
+        self, request: GenerationRequest, request_id: str, stats: SpecStats
+    ) -> AsyncIterator[StreamChunk]:
         if len(request.prompt) > self.args.limits.max_prompt_chars:
             raise InvalidRequestError(
                 f"prompt has {len(request.prompt)} characters; the limit is {self.args.limits.max_prompt_chars}"
@@ -126,7 +132,9 @@ class Router:
                 stats.video_s = time.perf_counter() - started
                 frames = ray.put(video.frames)
                 verifier = RemoteVerifier(self.target, request_id, frames)
-                drafter = RemoteDrafter(self.draft, request_id, frames) if request.spec.method != "ar" else None
+                drafter = (
+                    RemoteDrafter(self.draft, request_id, frames) if request.spec.method != "ar" else None
+                )
                 chunks = stream_request(drafter, verifier, request, video, stats, decode_text, request_id)
                 try:
                     async for item in chunks:
@@ -138,19 +146,29 @@ class Router:
             outcome = "ok"
         except TimeoutError:
             outcome = "timeout"
-            raise RequestTimeoutError(f"the request did not finish within {self.args.request_timeout_s} s") from None
+            raise RequestTimeoutError(
+                f"the request did not finish within {self.args.request_timeout_s} s"
+            ) from None
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
         finally:
             self.metrics.record(
-                self.args.served_model_name, request.spec.method, stats, time.perf_counter() - started, first_token_s, outcome
+                self.args.served_model_name,
+                request.spec.method,
+                stats,
+                time.perf_counter() - started,
+                first_token_s,
+                outcome,
             )
 
     async def _generate(self, request: GenerationRequest, request_id: str) -> GenerationResult:
         stats = SpecStats()
         return await collect(
-            self._chunks(request, request_id, stats), request.sampling.max_tokens, stats, await self._decode_text()
+            self._chunks(request, request_id, stats),
+            request.sampling.max_tokens,
+            stats,
+            await self._decode_text(),
         )
 
     # ---- Python handle API ---------------------------------------------------------------------

@@ -82,7 +82,11 @@ class _TargetCalls:
     worker: TargetWorker
 
     def call(self, method: str, *args: Any) -> Any:
-        return getattr(self, method)(*args) if method in ("describe", "frame_size") else getattr(self.worker, method)(*args)
+        return (
+            getattr(self, method)(*args)
+            if method in ("describe", "frame_size")
+            else getattr(self.worker, method)(*args)
+        )
 
     def describe(self) -> dict:
         return _describe(self.worker)
@@ -100,7 +104,9 @@ class _LocalTarget(_TargetCalls):
 class TargetRank(_TargetCalls):
     """One rank of a target's tensor-parallel group: a full `TargetWorker` over a shard."""
 
-    def __init__(self, model: dict, rank: int, tp_size: int, master_addr: str, master_port: int, max_sessions: int):
+    def __init__(
+        self, model: dict, rank: int, tp_size: int, master_addr: str, master_port: int, max_sessions: int
+    ):
         spec = parse(ModelSpec, model)
         os.environ.update(rank_environment(rank, tp_size, master_addr, master_port))
         os.environ.setdefault("DS_ACCELERATOR", "cpu" if spec.device == "cpu" else "cuda")
@@ -114,10 +120,16 @@ class TargetRank(_TargetCalls):
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 class TargetServer(_Affinity):
-    def __init__(self, model: dict, tp_size: int = 1, max_sessions: int = 64, rank_resources: Optional[dict] = None):
+    def __init__(
+        self, model: dict, tp_size: int = 1, max_sessions: int = 64, rank_resources: Optional[dict] = None
+    ):
         spec = parse(ModelSpec, model)
         self.local = _LocalTarget(spec, max_sessions) if tp_size == 1 else None
-        self.ranks = [] if tp_size == 1 else _start_group(spec, tp_size, max_sessions, rank_resources or {"num_cpus": 1})
+        self.ranks = (
+            []
+            if tp_size == 1
+            else _start_group(spec, tp_size, max_sessions, rank_resources or {"num_cpus": 1})
+        )
 
     async def _run(self, method: str, *args: Any) -> Any:
         if self.local is not None:
@@ -154,7 +166,12 @@ class TargetServer(_Affinity):
 
 def _describe(worker) -> dict:
     model = worker.model
-    return {"name": model.name, "family": model.family, "tokenizer": model.tokenizer, "tp_size": _world_size()}
+    return {
+        "name": model.name,
+        "family": model.family,
+        "tokenizer": model.tokenizer,
+        "tp_size": _world_size(),
+    }
 
 
 def _world_size() -> int:
@@ -175,7 +192,9 @@ def _start_group(spec: ModelSpec, tp_size: int, max_sessions: int, resources: di
         ranks = [
             TargetRank.options(
                 **resources,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=rank),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    group, placement_group_bundle_index=rank
+                ),
             ).remote(spec.model_dump(), rank, tp_size, address, port, max_sessions)
             for rank in range(tp_size)
         ]

@@ -7,6 +7,7 @@ import json
 import pytest
 import requests
 
+from specvid.errors import SourceNotFoundError
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -130,7 +131,11 @@ def test_healthz(app):
     ],
 )
 def test_bad_native_requests_get_json_errors(app, body, status, code):
-    text = json.dumps(body).replace("{bucket}", app["videos"]["bucket"]).replace("{clip}", app["videos"]["uris"][1])
+    text = (
+        json.dumps(body)
+        .replace("{bucket}", app["videos"]["bucket"])
+        .replace("{clip}", app["videos"]["uris"][1])
+    )
     for stream in (False, True):
         payload = {**json.loads(text), "stream": stream}
         response = requests.post(f"{app['url']}/v1/generate", json=payload, timeout=HTTP_TIMEOUT)
@@ -146,11 +151,16 @@ def test_malformed_json_and_bad_chat_requests(app):
     bad_chats = [
         [{"role": "user", "content": "no video here"}],
         [{"role": "user", "content": [video, video, {"type": "text", "text": "two videos"}]}],
-        [{"role": "user", "content": [video, {"type": "text", "text": "q"}]}, {"role": "assistant", "content": "a"}],
+        [
+            {"role": "user", "content": [video, {"type": "text", "text": "q"}]},
+            {"role": "assistant", "content": "a"},
+        ],
         [{"role": "user", "content": [video]}],
     ]
     for messages in bad_chats:
-        response = requests.post(f"{url}/v1/chat/completions", json={"messages": messages}, timeout=HTTP_TIMEOUT)
+        response = requests.post(
+            f"{url}/v1/chat/completions", json={"messages": messages}, timeout=HTTP_TIMEOUT
+        )
         assert response.status_code == 400, (messages, response.text)
         assert "error" in response.json()
 
@@ -161,6 +171,6 @@ def test_a_bad_request_does_not_disturb_a_good_one(app, local):
     handle = app["handle"]
     good = handle.generate.remote(request)
     bad = handle.generate.remote({**request, "video": request["video"].replace("clip1", "nothing")})
-    with pytest.raises(Exception):
+    with pytest.raises(SourceNotFoundError):
         bad.result()
     assert good.result()["token_ids"] == expected.token_ids

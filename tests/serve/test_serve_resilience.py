@@ -13,12 +13,18 @@ serve = pytest.importorskip("ray.serve")
 from deployments.app import build_app  # noqa: E402
 
 # Long enough (hundreds of one-token rounds) that the kill lands while the request runs.
-LONG = {"sampling": {"max_tokens": 400, "ignore_eos": True}, "spec": {"method": "sd", "num_draft_tokens": 1}, "prompt": "Go on."}
+LONG = {
+    "sampling": {"max_tokens": 400, "ignore_eos": True},
+    "spec": {"method": "sd", "num_draft_tokens": 1},
+    "prompt": "Go on.",
+}
 
 
 def replica_of(deployment: str, app_name: str = "specvid"):
     prefix = f"SERVE_REPLICA::{app_name}#{deployment}#"
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+    names = [
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)
+    ]
     assert len(names) == 1, names
     return ray.get_actor(names[0], namespace="serve")
 
