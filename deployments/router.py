@@ -32,7 +32,7 @@ from deployments.openai_api import (
 )
 from deployments.remote import RemoteDrafter, RemoteVerifier, unwrap
 from specvid.config import GenerationRequest, parse
-from specvid.engine import GenerationResult, StreamChunk, collect, load_video, stream_request
+from specvid.engine import GenerationResult, StreamChunk, collect, finish_reason, load_video, stream_request
 from specvid.errors import InvalidRequestError, RequestTimeoutError, SpecVidError
 from specvid.spec.stats import SpecStats
 
@@ -188,7 +188,7 @@ class Router:
         async for item in self._chunks(request, uuid.uuid4().hex, stats):
             count += len(item.token_ids)
             yield {"text": item.text, "token_ids": item.token_ids}
-        reason = "length" if count >= request.sampling.max_tokens else "stop"
+        reason = finish_reason(count, request.sampling.max_tokens)
         yield {"finish_reason": reason, "stats": stats.to_dict()}
 
     # ---- REST ----------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ class Router:
         async for item in self._chunks(request, request_id, stats):
             count += len(item.token_ids)
             yield _sse({"id": request_id, "text": item.text, "token_ids": item.token_ids})
-        reason = "length" if count >= request.sampling.max_tokens else "stop"
+        reason = finish_reason(count, request.sampling.max_tokens)
         yield _sse({"id": request_id, "finish_reason": reason, "stats": stats.to_dict()})
         yield _sse("[DONE]")
 
@@ -268,7 +268,7 @@ class Router:
             count += len(item.token_ids)
             if item.text:
                 yield _sse(chunk(request_id, model, {"content": item.text}))
-        reason = "length" if count >= request.sampling.max_tokens else "stop"
+        reason = finish_reason(count, request.sampling.max_tokens)
         yield _sse(chunk(request_id, model, {}, reason, spec_decode=stats.to_dict()))
         if include_usage:
             yield _sse({**chunk(request_id, model, {}), "choices": [], "usage": usage(stats, count)})

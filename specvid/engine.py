@@ -128,8 +128,12 @@ async def collect(
     token_ids: list[int] = []
     async for chunk in chunks:
         token_ids.extend(chunk.token_ids)
-    reason = "length" if len(token_ids) >= max_tokens else "stop"
-    return GenerationResult(decode_text(token_ids), token_ids, reason, stats)
+    return GenerationResult(decode_text(token_ids), token_ids, finish_reason(len(token_ids), max_tokens), stats)
+
+
+def finish_reason(num_tokens: int, max_tokens: int) -> str:
+    """"length" when the token budget ended generation, else "stop" (a stop token did)."""
+    return "length" if num_tokens >= max_tokens else "stop"
 
 
 def load_video(
