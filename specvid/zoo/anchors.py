@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from specvid.zoo.language import (
+from specvid.zoo.shapesworld import SHAPE_KINDS
+from specvid.zoo.vocabulary import (
     COLOUR_WORDS,
     COUNT_WORDS,
     MOTION_WORDS,
@@ -19,7 +20,6 @@ from specvid.zoo.language import (
     ORDER_WORDS,
     YES_NO_WORDS,
 )
-from specvid.zoo.shapesworld import SHAPE_KINDS
 
 _WORD = re.compile(r"[A-Za-z]+|\d+")
 # An option letter: a capital A-D standing alone, followed by "." or ")" or the end of a line.

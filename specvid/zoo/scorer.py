@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Union
 
 from specvid.zoo.anchors import find_option_letters
-from specvid.zoo.language import (
+from specvid.zoo.questions import QA
+from specvid.zoo.shapesworld import SHAPE_KINDS, Clip, Fact
+from specvid.zoo.vocabulary import (
     COLOUR_WORDS,
     COUNT_WORDS,
     MOTION_WORDS,
     ORDER_WORDS,
-    QA,
     YES_NO_WORDS,
 )
-from specvid.zoo.shapesworld import SHAPE_KINDS, Clip, Fact
 
 _CLAUSE_BREAK = re.compile(r"[.!?;\n]+|,\s*and\b")
 _WORD = re.compile(r"[a-z]+|\d+")

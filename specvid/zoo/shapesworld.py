@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from specvid.video.decode import encode_video
 
 if TYPE_CHECKING:
-    from specvid.zoo.language import QA
+    from specvid.zoo.questions import QA
 
 # The visual vocabulary. The names are also the words the grammar uses for them.
 SHAPE_COLOURS: dict[str, tuple[int, int, int]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from specvid.zoo.language import QA
+from specvid.zoo.questions import QA
 from specvid.zoo.scorer import (
     FactScore,
     aggregate,

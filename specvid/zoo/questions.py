@@ -1,0 +1,242 @@
+"""The ShapesWorld question grammar: QA pairs whose answers state one visual fact each.
+
+Questions cover a shape's colour and kind, every shape's motion, the count, the background,
+the order of appearance, yes / no existence, and multiple choice over any of those. Answer
+forms are fillers drawn at random; the value each answer states is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from specvid.zoo.shapesworld import (
+    BACKGROUNDS,
+    DIRECTIONS,
+    MOTIONS,
+    SHAPE_COLOURS,
+    SHAPE_KINDS,
+    ClipSpec,
+    Fact,
+    ShapeTrack,
+)
+from specvid.zoo.vocabulary import (
+    COLOUR_SPELLINGS,
+    COUNT_WORDS,
+    MOTION_OPTIONS,
+    OPTION_LETTERS,
+    Picker,
+    capitalise,
+    motion_phrase,
+    with_article,
+)
+
+MC_INSTRUCTIONS: tuple[str, ...] = (
+    "Answer with the option's letter.",
+    "Choose the correct option.",
+    "Select the correct answer.",
+)
+MC_ANSWERS: tuple[str, ...] = (
+    "{letter}",
+    "{letter}.",
+    "{letter}. {text}",
+    "The answer is {letter}.",
+)
+
+
+@dataclass(frozen=True)
+class QA:
+    """One question with a reference answer and the fact that decides correctness."""
+
+    kind: str  # the fact asked: color, shape, motion, count, background, order, exists
+    question: str  # the user prompt; for multiple choice it lists the options
+    answer: str  # a reference answer
+    value: str  # the canonical expected value: "red", "circle", "left", "2", "red circle", "yes"
+    fact: Fact  # the gold fact behind the question
+    options: tuple[str, ...] = ()  # multiple choice: option texts in letter order
+    letter: str = ""  # multiple choice: the correct option's letter
+
+
+COLOUR_QUESTIONS: tuple[str, ...] = (
+    "What {cw} is the {kind}?",
+    "Which {cw} is the {kind}?",
+    "What is the {cw} of the {kind}?",
+)
+COLOUR_ANSWERS: tuple[str, ...] = (
+    "The {kind} is {c}.",
+    "It is {c}.",
+    "{C}.",
+    "The {kind} is {c} in {cw}.",
+)
+KIND_QUESTIONS: tuple[str, ...] = ("What shape is {c}?", "Which shape is {c}?", "What is the {c} shape?")
+KIND_ANSWERS: tuple[str, ...] = (
+    "The {c} shape is a {kind}.",
+    "It is a {kind}.",
+    "It's a {kind}.",
+    "That is a {kind}.",
+)
+MOTION_QUESTIONS: tuple[str, ...] = (
+    "What does the {name} do?",
+    "What happens to the {name}?",
+    "What does the {name} do in the video?",
+)
+DIRECTION_QUESTIONS: tuple[str, ...] = (
+    "Which way does the {name} move?",
+    "In which direction does the {name} move?",
+)
+MOTION_ANSWERS: tuple[str, ...] = ("The {name} {verb}.", "It {verb}.")
+COUNT_QUESTIONS: tuple[str, ...] = (
+    "How many shapes are there?",
+    "How many shapes are in the video?",
+    "How many shapes can you see?",
+    "Count the shapes in the clip.",
+)
+COUNT_ANSWERS: tuple[str, ...] = (
+    "There {be} {n} {noun}.",
+    "{N}.",
+    "I can see {n} {noun}.",
+    "The video contains {n} {noun}.",
+)
+BACKGROUND_QUESTIONS: tuple[str, ...] = (
+    "What is the background {cw}?",
+    "What {cw} is the background?",
+    "Which {cw} is the background?",
+)
+BACKGROUND_ANSWERS: tuple[str, ...] = (
+    "The background is {bg}.",
+    "It is {bg}.",
+    "{BG}.",
+    "The background is plain {bg}.",
+)
+ORDER_QUESTIONS: tuple[str, ...] = (
+    "Which shape is seen {pos}?",
+    "Which shape do we see {pos}?",
+    "What is the {pos} shape to appear?",
+)
+ORDER_ANSWERS: tuple[str, ...] = (
+    "The {name} comes {pos}.",
+    "The {name}.",
+    "It is the {name}.",
+    "The {pos} shape is the {name}.",
+)
+EXISTS_QUESTIONS: tuple[str, ...] = (
+    "Is there {a_name} in the video?",
+    "Does the clip contain {a_name}?",
+    "Can you see {a_name}?",
+)
+YES_ANSWERS: tuple[str, ...] = (
+    "Yes, there is {a_name}.",
+    "Yes.",
+    "Yes, the video contains {a_name}.",
+)
+NO_ANSWERS: tuple[str, ...] = (
+    "No, there is no {name}.",
+    "No.",
+    "No, the video contains no {name}.",
+)
+
+
+def _colour_qa(track: ShapeTrack, pick: Picker) -> QA:
+    question = pick.one(COLOUR_QUESTIONS).format(cw=pick.one(COLOUR_SPELLINGS), kind=track.kind)
+    answer = pick.one(COLOUR_ANSWERS).format(
+        kind=track.kind, c=track.color, C=capitalise(track.color), cw=pick.one(COLOUR_SPELLINGS)
+    )
+    return QA("color", question, answer, track.color, ("shape", track.kind, "color", track.color))
+
+
+def _kind_qa(track: ShapeTrack, pick: Picker) -> QA:
+    question = pick.one(KIND_QUESTIONS).format(c=track.color)
+    answer = pick.one(KIND_ANSWERS).format(c=track.color, kind=track.kind)
+    return QA("shape", question, answer, track.kind, ("shape", track.kind, "color", track.color))
+
+
+def _motion_qa(track: ShapeTrack, pick: Picker) -> QA:
+    # "Which way does it move?" only makes sense for the four directions.
+    questions = MOTION_QUESTIONS + (DIRECTION_QUESTIONS if track.motion in DIRECTIONS else ())
+    question = pick.one(questions).format(name=track.name)
+    verb = motion_phrase(track.motion, pick)
+    answer = pick.one(MOTION_ANSWERS).format(name=track.name, verb=verb)
+    fact = ("shape", track.name, "motion", track.motion)
+    return QA("motion", question, answer, track.motion, fact)
+
+
+def _count_qa(spec: ClipSpec, pick: Picker) -> QA:
+    word = COUNT_WORDS[spec.count]
+    answer = pick.one(COUNT_ANSWERS).format(
+        be="is" if spec.count == 1 else "are",
+        n=word,
+        N=capitalise(word),
+        noun="shape" if spec.count == 1 else "shapes",
+    )
+    return QA("count", pick.one(COUNT_QUESTIONS), answer, str(spec.count), ("count", spec.count))
+
+
+def _background_qa(spec: ClipSpec, pick: Picker) -> QA:
+    question = pick.one(BACKGROUND_QUESTIONS).format(cw=pick.one(COLOUR_SPELLINGS))
+    background = spec.background
+    answer = pick.one(BACKGROUND_ANSWERS).format(bg=background, BG=capitalise(background))
+    return QA("background", question, answer, spec.background, ("background", spec.background))
+
+
+def _order_qa(track: ShapeTrack, position: str, pick: Picker) -> QA:
+    question = pick.one(ORDER_QUESTIONS).format(pos=position)
+    answer = pick.one(ORDER_ANSWERS).format(name=track.name, pos=position)
+    return QA("order", question, answer, track.name, ("order", track.name, position))
+
+
+def _exists_qa(spec: ClipSpec, pick: Picker) -> QA:
+    track = pick.one(spec.tracks)
+    if pick.rng.random() < 0.5:
+        name, value = track.name, "yes"
+    else:
+        # A near miss: a colour or a kind that is in the clip, combined into a shape that is not.
+        candidates = {f"{c} {track.kind}" for c in SHAPE_COLOURS}
+        candidates |= {f"{track.color} {k}" for k in SHAPE_KINDS}
+        name, value = pick.one(sorted(candidates - {t.name for t in spec.tracks})), "no"
+    question = pick.one(EXISTS_QUESTIONS).format(a_name=with_article(name))
+    answers = YES_ANSWERS if value == "yes" else NO_ANSWERS
+    answer = pick.one(answers).format(name=name, a_name=with_article(name))
+    return QA("exists", question, answer, value, ("exists", name, value == "yes"))
+
+
+def _choice_qa(spec: ClipSpec, pick: Picker) -> QA:
+    """A multiple-choice version of one of the open questions, four options."""
+    kind = pick.one(("color", "shape", "motion", "count", "background"))
+    track = pick.one(spec.tracks)
+    if kind == "color":
+        base, pool = _colour_qa(track, pick), list(SHAPE_COLOURS)
+    elif kind == "shape":
+        base, pool = _kind_qa(track, pick), list(SHAPE_KINDS)
+    elif kind == "motion":
+        base, pool = _motion_qa(track, pick), list(MOTIONS)
+    elif kind == "count":
+        base, pool = _count_qa(spec, pick), [str(n) for n in COUNT_WORDS]
+    else:
+        base, pool = _background_qa(spec, pick), list(BACKGROUNDS)
+    values = pick.sample([v for v in pool if v != base.value], len(OPTION_LETTERS) - 1)
+    values.insert(int(pick.rng.integers(len(OPTION_LETTERS))), base.value)
+    options = tuple(_option_text(kind, value) for value in values)
+    letter = OPTION_LETTERS[values.index(base.value)]
+    listing = "\n".join(f"{l}. {text}" for l, text in zip(OPTION_LETTERS, options))
+    question = f"{base.question}\n{listing}\n{pick.one(MC_INSTRUCTIONS)}"
+    answer = pick.one(MC_ANSWERS).format(letter=letter, text=options[values.index(base.value)])
+    return QA(kind, question, answer, base.value, base.fact, options=options, letter=letter)
+
+
+def _option_text(kind: str, value: str) -> str:
+    if kind == "motion":
+        return MOTION_OPTIONS[value]
+    if kind == "count":
+        return COUNT_WORDS[int(value)]
+    return value
+
+
+def qa_pairs(spec: ClipSpec, pick: Picker) -> tuple[QA, ...]:
+    """The clip's questions: colour, shape, every motion, count, background, order, yes/no, MC."""
+    pairs = [_colour_qa(pick.one(spec.tracks), pick), _kind_qa(pick.one(spec.tracks), pick)]
+    pairs += [_motion_qa(track, pick) for track in spec.tracks]
+    pairs += [_count_qa(spec, pick), _background_qa(spec, pick)]
+    for position, track in (("first", spec.first()), ("last", spec.last())):
+        if track is not None:
+            pairs.append(_order_qa(track, position, pick))
+    pairs += [_exists_qa(spec, pick), _choice_qa(spec, pick)]
+    return tuple(pairs)
