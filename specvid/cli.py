@@ -226,14 +226,21 @@ def run_zoo_train(args: argparse.Namespace) -> int:
         for role in args.models.split(","):
             model = members[role]
             cfg = TrainConfig(**{**base.__dict__, "steps": model.train_steps})
-            with tqdm(total=cfg.steps, desc=model.name, unit="step") as bar:
+            bars: dict[str, tqdm] = {}
 
-                def progress(step: int, loss: float) -> None:
-                    bar.n = step
-                    bar.set_postfix(loss=f"{loss:.3f}")
-                    bar.refresh()
+            def progress(stage: str, step: int, total: int, loss: float) -> None:
+                if stage not in bars:
+                    bars[stage] = tqdm(total=total, desc=f"{model.name} {stage}", unit="step")
+                bar = bars[stage]
+                bar.n = step
+                bar.set_postfix(loss=f"{loss:.3f}")
+                bar.refresh()
 
+            try:
                 out = train_model(model, cfg, work, progress)
+            finally:
+                for bar in bars.values():
+                    bar.close()
             print(f"{model.name}: exported to {out}")
     return 0
 

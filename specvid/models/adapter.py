@@ -135,6 +135,14 @@ class VideoLLM(ABC):
 
     # ---- decoding ---------------------------------------------------------------------------
 
+    def video_features(self, prompt: VideoPrompt) -> torch.Tensor:
+        """Projected embeddings of the video token grid in (t, h, w) order, with gradients.
+
+        For training the vision tower; decoding uses `video_embeddings`.
+        """  # [t*h*w, hidden]
+        t, h, w = prompt.video_grid
+        return self._video_embeddings(prompt.vision_inputs)[: t * h * w]
+
     @torch.inference_mode()
     def video_embeddings(self, prompt: VideoPrompt) -> torch.Tensor:
         """Projected video embeddings of a prompt, one row per placeholder."""  # [N', hidden]

@@ -37,6 +37,10 @@ class TinySize:
     # near-ties would make "speculative output == greedy output" depend on float rounding
     # between block and step forwards. Trained models start from the usual 0.02.
     init_std: float = 0.1
+    # RoPE base of the language model. 1e6 is the real families' value; with 32-dim heads and
+    # M-RoPE sections [4, 6, 6] it leaves the width axis ~1e-6 rad per token (no spatial
+    # position), so the trained zoo models use 100.
+    rope_theta: float = 1e6
 
 
 TARGET_SIZE = TinySize()
@@ -64,7 +68,7 @@ def qwen_config(tokenizer: PreTrainedTokenizerBase, size: TinySize) -> Qwen2_5_V
     text = dict(
         **_text_dims(size, tokenizer),
         # 3-D M-RoPE: temporal / height / width sections of a 32-dim head (sum = 16).
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
+        rope_parameters={"rope_type": "default", "rope_theta": size.rope_theta, "mrope_section": [4, 6, 6]},
     )
     vision = dict(
         depth=size.vision_layers,
@@ -89,7 +93,7 @@ def qwen_config(tokenizer: PreTrainedTokenizerBase, size: TinySize) -> Qwen2_5_V
 
 def llava_config(tokenizer: PreTrainedTokenizerBase, size: TinySize, image_size: int = 112) -> LlavaOnevisionConfig:
     ids = tokenizer.convert_tokens_to_ids
-    text = dict(model_type="qwen2", **_text_dims(size, tokenizer), rope_theta=1e6)
+    text = dict(model_type="qwen2", **_text_dims(size, tokenizer), rope_theta=size.rope_theta)
     vision = dict(
         model_type="siglip_vision_model",
         image_size=image_size,

@@ -2,7 +2,9 @@
 
 Questions cover a shape's colour and kind, every shape's motion, the count, the background,
 the order of appearance, yes / no existence, and multiple choice over any of those. Answer
-forms are fillers drawn at random; the value each answer states is exact.
+forms are fillers drawn at random; the value each answer states is exact. No answer opens
+with a colour, kind or count word: a sentence-initial anchor would be a second, capitalised
+token for the same fact ("Red" beside " red"), which the tiny models learn far more slowly.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from specvid.zoo.vocabulary import (
     MOTION_OPTIONS,
     OPTION_LETTERS,
     Picker,
-    capitalise,
     motion_phrase,
     with_article,
 )
@@ -64,7 +65,7 @@ COLOUR_QUESTIONS: tuple[str, ...] = (
 COLOUR_ANSWERS: tuple[str, ...] = (
     "The {kind} is {c}.",
     "It is {c}.",
-    "{C}.",
+    "The answer is {c}.",
     "The {kind} is {c} in {cw}.",
 )
 KIND_QUESTIONS: tuple[str, ...] = ("What shape is {c}?", "Which shape is {c}?", "What is the {c} shape?")
@@ -92,7 +93,7 @@ COUNT_QUESTIONS: tuple[str, ...] = (
 )
 COUNT_ANSWERS: tuple[str, ...] = (
     "There {be} {n} {noun}.",
-    "{N}.",
+    "The answer is {n}.",
     "I can see {n} {noun}.",
     "The video contains {n} {noun}.",
 )
@@ -104,7 +105,7 @@ BACKGROUND_QUESTIONS: tuple[str, ...] = (
 BACKGROUND_ANSWERS: tuple[str, ...] = (
     "The background is {bg}.",
     "It is {bg}.",
-    "{BG}.",
+    "The answer is {bg}.",
     "The background is plain {bg}.",
 )
 ORDER_QUESTIONS: tuple[str, ...] = (
@@ -138,7 +139,7 @@ NO_ANSWERS: tuple[str, ...] = (
 def _colour_qa(track: ShapeTrack, pick: Picker) -> QA:
     question = pick.one(COLOUR_QUESTIONS).format(cw=pick.one(COLOUR_SPELLINGS), kind=track.kind)
     answer = pick.one(COLOUR_ANSWERS).format(
-        kind=track.kind, c=track.color, C=capitalise(track.color), cw=pick.one(COLOUR_SPELLINGS)
+        kind=track.kind, c=track.color, cw=pick.one(COLOUR_SPELLINGS)
     )
     return QA("color", question, answer, track.color, ("shape", track.kind, "color", track.color))
 
@@ -164,7 +165,6 @@ def _count_qa(spec: ClipSpec, pick: Picker) -> QA:
     answer = pick.one(COUNT_ANSWERS).format(
         be="is" if spec.count == 1 else "are",
         n=word,
-        N=capitalise(word),
         noun="shape" if spec.count == 1 else "shapes",
     )
     return QA("count", pick.one(COUNT_QUESTIONS), answer, str(spec.count), ("count", spec.count))
@@ -173,7 +173,7 @@ def _count_qa(spec: ClipSpec, pick: Picker) -> QA:
 def _background_qa(spec: ClipSpec, pick: Picker) -> QA:
     question = pick.one(BACKGROUND_QUESTIONS).format(cw=pick.one(COLOUR_SPELLINGS))
     background = spec.background
-    answer = pick.one(BACKGROUND_ANSWERS).format(bg=background, BG=capitalise(background))
+    answer = pick.one(BACKGROUND_ANSWERS).format(bg=background)
     return QA("background", question, answer, spec.background, ("background", spec.background))
 
 
@@ -216,7 +216,7 @@ def _choice_qa(spec: ClipSpec, pick: Picker) -> QA:
     values.insert(int(pick.rng.integers(len(OPTION_LETTERS))), base.value)
     options = tuple(_option_text(kind, value) for value in values)
     letter = OPTION_LETTERS[values.index(base.value)]
-    listing = "\n".join(f"{l}. {text}" for l, text in zip(OPTION_LETTERS, options))
+    listing = "\n".join(f"{option}. {text}" for option, text in zip(OPTION_LETTERS, options))
     question = f"{base.question}\n{listing}\n{pick.one(MC_INSTRUCTIONS)}"
     answer = pick.one(MC_ANSWERS).format(letter=letter, text=options[values.index(base.value)])
     return QA(kind, question, answer, base.value, base.fact, options=options, letter=letter)

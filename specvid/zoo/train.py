@@ -1,10 +1,14 @@
 """Train the zoo's tiny Video-LLMs on ShapesWorld, on a CPU.
 
-Each example is one clip with either its caption prompt or one of its questions; the loss
-covers the answer tokens and the closing `<|im_end|>`. Questions outweigh captions (`caption_share`)
-because short answers put the gradient on the visual facts. The text of every example is drawn
-afresh from the grammar, so fillers vary across epochs while the visual facts stay fixed: the
-model learns real uncertainty over fillers and none over anchors.
+Two stages per model. Stage one (`supervision.py`) trains the vision tower and projector alone
+to say what lies under each video token. Stage two trains the whole model on conversations:
+each example is one clip with up to `turns` of its questions (or its caption and fewer
+questions), in the family's chat format, the loss on every answer and its closing
+`<|im_end|>`. Packing a clip's questions into one sequence gives the language model several
+supervised lookups per video forward (measured: teacher-forced anchor accuracy 0.36 after 400
+steps packed vs 0.31 after 1800 single-question steps). The text is drawn afresh from the
+grammar every time, so fillers vary across epochs while the visual facts stay fixed: the model
+learns real uncertainty over fillers and none over anchors.
 
 Every step renders fresh clips (~9 ms each with the mp4 round trip, PyAV encode +
 `specvid.video` decode, so training sees the compression served models see). A fixed pool of
@@ -12,8 +16,9 @@ Every step renders fresh clips (~9 ms each with the mp4 round trip, PyAV encode 
 questions was 0.18 nats on pool clips but 0.07 on held-out clips). Prompts are
 built by the model's own adapter, so training and inference share one chat format.
 
-Training is seeded and resumable: state is saved every `save_every` steps under `work_dir`;
-the finished model is exported as safetensors into the package's checkpoint directory.
+Training is seeded and resumable: state is saved after stage one and every `save_every` steps
+of stage two under `work_dir`; the finished model is exported as safetensors into the
+package's checkpoint directory.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from specvid.zoo.shapesworld import (
     split_seeds,
     stream_rng,
 )
+from specvid.zoo.supervision import VisionStageConfig, pretrain_vision
 from specvid.zoo.tokenizer import train_zoo_tokenizer, zoo_tokenizer
 
 IGNORE = -100
@@ -55,6 +61,8 @@ class TrainConfig:
     warmup: int = 60
     weight_decay: float = 0.01
     caption_share: float = 0.2
+    turns: int = 6  # questions packed into one training sequence
+    vision: VisionStageConfig = VisionStageConfig()
     patch_embedding_gain: float = 10.0
     train_clips: int = 10**9  # distinct clips drawn from; fresh ones every step by default
     num_frames: int = 8
@@ -70,22 +78,36 @@ def training_frames(seed: int, num_frames: int, size: int) -> np.ndarray:
     return decode_video(data, sampling, VideoLimits()).frames
 
 
-def example_text(seed: int, rng: np.random.Generator, caption_share: float) -> tuple[str, str]:
-    """(prompt, answer) for a clip: its caption or one of its questions, phrased afresh."""
+def example_turns(seed: int, rng: np.random.Generator, cfg: TrainConfig) -> list[tuple[str, str]]:
+    """(prompt, answer) turns for a clip: some of its questions, or its caption and fewer."""
     text = describe_clip(clip_spec_for_seed(seed), rng)
-    if rng.random() < caption_share:
-        return text.caption_prompt, text.caption
-    qa = text.qa[int(rng.integers(len(text.qa)))]
-    return qa.question, qa.answer
+    order = rng.permutation(len(text.qa))
+    turns = [(text.qa[i].question, text.qa[i].answer) for i in order[: cfg.turns]]
+    if rng.random() < cfg.caption_share:
+        # A caption is as long as several answers; it replaces two questions.
+        turns = [(text.caption_prompt, text.caption)] + turns[: max(0, cfg.turns - 2)]
+    return turns
 
 
-def encode_example(adapter: VideoLLM, frames: np.ndarray, prompt: str, answer: str) -> dict:
-    """One training row: input ids, labels on the answer, and the family's vision tensors."""
-    video_prompt = adapter.build_prompt(frames, prompt)
-    end = adapter.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    answer_ids = adapter.tokenizer(answer)["input_ids"] + [end]
-    ids = video_prompt.input_ids.tolist() + answer_ids
-    labels = [IGNORE] * len(video_prompt) + answer_ids
+# Both zoo families speak ChatML; a follow-up user turn after an answer's `<|im_end|>`.
+FOLLOW_UP = "\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def encode_conversation(adapter: VideoLLM, frames: np.ndarray, turns: list[tuple[str, str]]) -> dict:
+    """One training row: input ids, labels on every answer, and the family's vision tensors."""
+    tokenizer = adapter.tokenizer
+    video_prompt = adapter.build_prompt(frames, turns[0][0])
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ids = video_prompt.input_ids.tolist()
+    labels = [IGNORE] * len(ids)
+    for i, (prompt, answer) in enumerate(turns):
+        if i:
+            follow_up = tokenizer(FOLLOW_UP.format(prompt=prompt))["input_ids"]
+            ids += follow_up
+            labels += [IGNORE] * len(follow_up)
+        answer_ids = tokenizer(answer)["input_ids"] + [end]
+        ids += answer_ids
+        labels += answer_ids
     return {"input_ids": ids, "labels": labels, "vision": video_prompt.vision_inputs}
 
 
@@ -151,10 +173,14 @@ def train_model(
     model_spec: ZooModel,
     cfg: TrainConfig,
     work_dir: Path,
-    progress: Callable[[int, float], None] = lambda step, loss: None,
+    progress: Callable[[str, int, int, float], None] = lambda stage, step, total, loss: None,
     out_dir: Optional[Path] = None,
 ) -> Path:
-    """Train (or resume) one zoo model and export it; returns the checkpoint directory."""
+    """Train (or resume) one zoo model and export it; returns the checkpoint directory.
+
+    `progress(stage, step, total, loss)` is called after every step of the "vision" and the
+    "language" stage.
+    """
     torch.manual_seed(cfg.seed + model_spec.seed)
     tokenizer = shared_tokenizer(model_spec.family, work_dir)
     model, tokenizer = build_tiny_model(model_spec.family, model_spec.size, model_spec.seed, tokenizer)
@@ -162,6 +188,15 @@ def train_model(
     adapter = ADAPTERS[model_spec.family](model, tokenizer, name=model_spec.name)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state_path = work_dir / model_spec.name / "state.pt"
+    if not state_path.is_file():  # a saved state means stage one is done
+        pretrain_vision(
+            adapter,
+            cfg.vision,
+            lambda seed: training_frames(seed, cfg.num_frames, cfg.size),
+            seed=cfg.seed * 1_000_003 + model_spec.seed + 1,
+            progress=lambda step, loss: progress("vision", step, cfg.vision.steps, loss),
+        )
+        _save_state(state_path, model, optimizer, 0)
     step = _resume(state_path, model, optimizer)
     model.train()
     while step < cfg.steps:
@@ -169,10 +204,8 @@ def train_model(
         seeds = split_seeds("train", cfg.train_clips)
         picks = [seeds[int(i)] for i in rng.integers(len(seeds), size=cfg.batch_size)]
         rows = [
-            encode_example(
-                adapter,
-                training_frames(seed, cfg.num_frames, cfg.size),
-                *example_text(seed, rng, cfg.caption_share),
+            encode_conversation(
+                adapter, training_frames(seed, cfg.num_frames, cfg.size), example_turns(seed, rng, cfg)
             )
             for seed in picks
         ]
@@ -185,7 +218,7 @@ def train_model(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
-        progress(step, float(loss))
+        progress("language", step, cfg.steps, loss.item())
         if step % cfg.save_every == 0 or step == cfg.steps:
             _save_state(state_path, model, optimizer, step)
     return export(model, tokenizer, out_dir or checkpoint_dir(model_spec.name))

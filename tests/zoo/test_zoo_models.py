@@ -10,6 +10,7 @@ from specvid.models.loader import builtin_names, load_model
 from specvid.zoo.evaluate import clip_video
 from specvid.zoo.models import PAIRS, checkpoint_dir
 from specvid.zoo.shapesworld import make_clip, split_seeds
+from specvid.zoo.supervision import VisionStageConfig
 from specvid.zoo.train import TrainConfig, train_model
 
 
@@ -30,10 +31,16 @@ def test_an_untrained_zoo_name_is_a_clear_error_not_a_hub_lookup():
 @pytest.mark.parametrize("pair", sorted(PAIRS))
 def test_a_few_training_steps_export_a_loadable_checkpoint(tmp_path, pair):
     draft = PAIRS[pair].draft
-    cfg = TrainConfig(steps=3, batch_size=2, warmup=1, save_every=2, train_clips=4)
+    vision = VisionStageConfig(steps=2, batch_size=2)
+    cfg = TrainConfig(steps=3, batch_size=2, warmup=1, save_every=2, train_clips=4, vision=vision)
     losses = []
-    out = train_model(draft, cfg, tmp_path / "work", lambda s, loss: losses.append(loss), tmp_path / "ckpt")
-    assert len(losses) == 3 and all(loss > 0 for loss in losses)
+
+    def record(stage, step, total, loss):
+        losses.append((stage, step, total))
+        assert loss > 0
+
+    out = train_model(draft, cfg, tmp_path / "work", record, tmp_path / "ckpt")
+    assert losses == [("vision", 1, 2), ("vision", 2, 2)] + [("language", s, 3) for s in (1, 2, 3)]
     assert (tmp_path / "work" / draft.name / "state.pt").is_file()  # resumable state
     model = load_model(str(out))  # the same loader path as any local checkpoint
     assert model.family == draft.family
@@ -43,5 +50,5 @@ def test_a_few_training_steps_export_a_loadable_checkpoint(tmp_path, pair):
     assert 0 < len(result.token_ids) <= 4
     # Resuming a finished run trains nothing more.
     resumed = []
-    train_model(draft, cfg, tmp_path / "work", lambda s, loss: resumed.append(loss), tmp_path / "ckpt")
+    train_model(draft, cfg, tmp_path / "work", lambda *step: resumed.append(step), tmp_path / "ckpt")
     assert resumed == []
