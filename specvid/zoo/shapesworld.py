@@ -16,7 +16,7 @@ sees the frames at patch granularity can still tell them apart. Within a clip, c
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, Optional, Union
+from typing import TYPE_CHECKING, Literal, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -189,6 +189,11 @@ def split_seeds(split: Split, n: int, start: int = 0) -> range:
         )
     return seeds[start : start + n]
 
+
+
+def draw_seeds(rng: np.random.Generator, pool: Sequence[int], n: int) -> list[int]:
+    """`n` clip seeds drawn with replacement from `pool` (e.g. `split_seeds("train", ...)`)."""
+    return [pool[int(i)] for i in rng.integers(len(pool), size=n)]
 
 def split_of(seed: int) -> Optional[str]:
     """The split a seed belongs to, or None."""

@@ -12,7 +12,7 @@ thrown away; only the tower and its projector keep what they learnt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,9 +24,9 @@ from specvid.zoo.shapesworld import (
     MOTIONS,
     SHAPE_COLOURS,
     SHAPE_KINDS,
-    SPLIT_RANGES,
     ClipSpec,
     clip_spec_for_seed,
+    draw_seeds,
     frame_times,
     stream_rng,
 )
@@ -53,7 +53,7 @@ def token_labels(spec: ClipSpec, grid: tuple[int, int, int], num_frames: int) ->
     for g, time in enumerate(group_times):
         for i in range(h):
             for j in range(w):
-                track = _shape_under(spec, time, (j + 0.5) / w, (i + 0.5) / h, (j, i), (w, h))
+                track = _shape_under(spec, time, row=i, col=j, grid=(h, w))
                 if track is not None:
                     labels[g, i, j, :3] = (
                         1 + COLOURS.index(track.color),
@@ -63,15 +63,17 @@ def token_labels(spec: ClipSpec, grid: tuple[int, int, int], num_frames: int) ->
     return torch.from_numpy(labels.reshape(-1, 4))
 
 
-def _shape_under(spec: ClipSpec, time: float, x: float, y: float, cell, cells):
-    """The visible shape nearest the cell centre that covers it, or whose centre is in the cell."""
+def _shape_under(spec: ClipSpec, time: float, row: int, col: int, grid: tuple[int, int]):
+    """The visible shape nearest the cell's centre that covers it, or whose centre is in the cell."""
+    h, w = grid
+    x, y = (col + 0.5) / w, (row + 0.5) / h
     best, best_distance = None, float("inf")
     for track in spec.tracks:
         if not track.visible(time):
             continue
         cx, cy, radius = track.geometry(time)
         distance = float(np.hypot(cx - x, cy - y))
-        centre_here = (int(cx * cells[0]), int(cy * cells[1])) == cell
+        centre_here = (int(cx * w), int(cy * h)) == (col, row)
         if (distance < radius or centre_here) and distance < best_distance:
             best, best_distance = track, distance
     return best
@@ -88,11 +90,15 @@ def vision_parameters(model) -> list[torch.nn.Parameter]:
 def pretrain_vision(
     adapter: VideoLLM,
     cfg: VisionStageConfig,
+    clip_pool: Sequence[int],
     frames_of: Callable[[int], np.ndarray],
     seed: int,
     progress: Callable[[int, float], None] = lambda step, loss: None,
 ) -> None:
-    """Train the tower + projector of `adapter.model` to predict `token_labels` linearly."""
+    """Train the tower + projector of `adapter.model` to predict `token_labels` linearly.
+
+    Each step draws `cfg.batch_size` clips from `clip_pool`; `frames_of(seed)` renders one.
+    """
     model = adapter.model
     hidden = model.config.get_text_config().hidden_size
     generator = torch.Generator().manual_seed(seed)
@@ -105,11 +111,8 @@ def pretrain_vision(
     )
     model.train()
     for step in range(cfg.steps):
-        rng = stream_rng(seed, step)
-        train = SPLIT_RANGES["train"]
-        seeds = [int(s) for s in rng.integers(train.start, train.stop, size=cfg.batch_size)]
         features, labels = [], []
-        for clip_seed in seeds:
+        for clip_seed in draw_seeds(stream_rng(seed, step), clip_pool, cfg.batch_size):
             frames = frames_of(clip_seed)
             prompt = adapter.build_prompt(frames, "")
             features.append(adapter.video_features(prompt))  # [t*h*w, hidden]
@@ -120,4 +123,4 @@ def pretrain_vision(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        progress(step + 1, float(loss.detach()))
+        progress(step + 1, loss.item())

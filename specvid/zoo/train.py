@@ -41,6 +41,7 @@ from specvid.zoo.language import describe_clip
 from specvid.zoo.models import ZooModel, checkpoint_dir
 from specvid.zoo.shapesworld import (
     clip_spec_for_seed,
+    draw_seeds,
     encode_clip_mp4,
     make_clip,
     split_seeds,
@@ -188,10 +189,12 @@ def train_model(
     adapter = ADAPTERS[model_spec.family](model, tokenizer, name=model_spec.name)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state_path = work_dir / model_spec.name / "state.pt"
+    clip_pool = split_seeds("train", cfg.train_clips)
     if not state_path.is_file():  # a saved state means stage one is done
         pretrain_vision(
             adapter,
             cfg.vision,
+            clip_pool,
             lambda seed: training_frames(seed, cfg.num_frames, cfg.size),
             seed=cfg.seed * 1_000_003 + model_spec.seed + 1,
             progress=lambda step, loss: progress("vision", step, cfg.vision.steps, loss),
@@ -201,8 +204,7 @@ def train_model(
     model.train()
     while step < cfg.steps:
         rng = stream_rng(cfg.seed * 1_000_003 + model_spec.seed, step)  # resumable: per-step stream
-        seeds = split_seeds("train", cfg.train_clips)
-        picks = [seeds[int(i)] for i in rng.integers(len(seeds), size=cfg.batch_size)]
+        picks = draw_seeds(rng, clip_pool, cfg.batch_size)
         rows = [
             encode_conversation(
                 adapter, training_frames(seed, cfg.num_frames, cfg.size), example_turns(seed, rng, cfg)
