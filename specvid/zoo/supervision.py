@@ -6,13 +6,16 @@ within the CPU budget (measured: with oracle features standing in for the tower,
 anchor accuracy after 300 language steps is 0.53; with a random tower 0.37 after 600). So the
 tower is first trained alone, with a linear probe, to name the colour, kind and motion of the
 shape under each token of the (t, h, w) grid and the clip's background. The probe is then
-thrown away; only the tower and its projector keep what they learnt.
+kept as an auxiliary objective of stage two, so the tower goes on learning the shapes while the
+language model learns to read it (`recorded_video_features`); it is not part of the exported
+checkpoint.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -87,25 +90,61 @@ def vision_parameters(model) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in language]
 
 
+class TokenProbe(torch.nn.Module):
+    """A linear read-out of `token_labels` from projected video features."""
+
+    def __init__(self, hidden: int, seed: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden, sum(CLASSES))
+        with torch.no_grad():
+            self.linear.weight.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(seed))
+            self.linear.bias.zero_()
+
+    def loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy of the four label columns."""  # features [n, hidden], labels [n, 4]
+        logits = self.linear(features).split(CLASSES, dim=-1)
+        return sum(F.cross_entropy(column, labels[:, i]) for i, column in enumerate(logits))
+
+
+@contextmanager
+def recorded_video_features(model) -> Iterator[list[torch.Tensor]]:
+    """Record, per clip and with gradients, the video features the model's own forward computes.
+
+    Lets stage two put the probe loss on the very features the language model reads, without a
+    second pass through the tower. Each record is one clip's grid rows in (t, h, w) order,
+    followed by any family extras (LLaVA-OneVision's newline row).
+    """
+    inner = model.model
+    original = inner.get_video_features
+    records: list[torch.Tensor] = []
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        pooled = out.pooler_output  # Qwen2.5-VL: a tuple per clip; LLaVA-OV: [clips, rows, hidden]
+        records.extend(pooled if isinstance(pooled, (tuple, list)) else pooled.unbind(0))
+        return out
+
+    inner.get_video_features = recording  # an instance attribute shadows the class method
+    try:
+        yield records
+    finally:
+        del inner.get_video_features
+
+
 def pretrain_vision(
     adapter: VideoLLM,
+    probe: TokenProbe,
     cfg: VisionStageConfig,
     clip_pool: Sequence[int],
     frames_of: Callable[[int], np.ndarray],
     seed: int,
     progress: Callable[[int, float], None] = lambda step, loss: None,
 ) -> None:
-    """Train the tower + projector of `adapter.model` to predict `token_labels` linearly.
+    """Train the tower + projector of `adapter.model`, with `probe`, to predict `token_labels`.
 
     Each step draws `cfg.batch_size` clips from `clip_pool`; `frames_of(seed)` renders one.
     """
     model = adapter.model
-    hidden = model.config.get_text_config().hidden_size
-    generator = torch.Generator().manual_seed(seed)
-    probe = torch.nn.Linear(hidden, sum(CLASSES))
-    with torch.no_grad():
-        probe.weight.normal_(0.0, 0.02, generator=generator)
-        probe.bias.zero_()
     optimizer = torch.optim.AdamW(
         vision_parameters(model) + list(probe.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
@@ -117,9 +156,7 @@ def pretrain_vision(
             prompt = adapter.build_prompt(frames, "")
             features.append(adapter.video_features(prompt))  # [t*h*w, hidden]
             labels.append(token_labels(clip_spec_for_seed(clip_seed), prompt.video_grid, len(frames)))
-        logits = probe(torch.cat(features)).split(CLASSES, dim=-1)
-        targets = torch.cat(labels)
-        loss = sum(F.cross_entropy(column, targets[:, i]) for i, column in enumerate(logits))
+        loss = probe.loss(torch.cat(features), torch.cat(labels))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

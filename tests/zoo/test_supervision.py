@@ -1,9 +1,16 @@
-"""The vision stage's per-token labels, on hand-placed shapes."""
+"""The vision stage: per-token labels on hand-placed shapes, and the features stage two records."""
 
 from __future__ import annotations
 
-from specvid.zoo.shapesworld import MOTIONS, ClipSpec, ShapeTrack
-from specvid.zoo.supervision import BACKGROUND_NAMES, COLOURS, KINDS, token_labels
+import math
+
+import pytest
+import torch
+
+from specvid.models.loader import load_model
+from specvid.zoo.shapesworld import MOTIONS, ClipSpec, ShapeTrack, make_clip, split_seeds
+from specvid.zoo.supervision import BACKGROUND_NAMES, COLOURS, KINDS, recorded_video_features, token_labels
+from specvid.zoo.train import collate
 
 
 def test_labels_follow_a_moving_shape_and_mark_empty_cells():
@@ -26,3 +33,21 @@ def test_a_shape_that_has_not_appeared_yet_is_not_labelled():
     early, late = labels.reshape(2, 16, 4)
     assert (early[:, :3] == 0).all()
     assert (late[:, 0] == 1 + COLOURS.index("blue")).any()
+
+
+@pytest.mark.parametrize("name", ["random-qwen-draft", "random-llava-draft"])
+def test_recorded_features_are_the_grids_the_forward_reads(name):
+    # Stage two puts the probe loss on what the forward recorded; it must be each clip's grid.
+    adapter = load_model(name)
+    clips = [make_clip(seed, num_frames=4, size=56) for seed in split_seeds("train", 2)]
+    prompts = [adapter.build_prompt(clip.frames, "Describe.") for clip in clips]
+    rows = [{"input_ids": p.input_ids.tolist(), "labels": [-100] * len(p), "vision": p.vision_inputs}
+            for p in prompts]
+    batch = collate(rows, adapter.tokenizer.pad_token_id, adapter.video_token_id, adapter.family)
+    with torch.no_grad(), recorded_video_features(adapter.model) as grids:
+        adapter.model(**batch, use_cache=False)
+    assert len(grids) == len(clips)
+    for grid, prompt in zip(grids, prompts):
+        n = math.prod(prompt.video_grid)
+        torch.testing.assert_close(grid[:n], adapter.video_features(prompt).detach())
+    assert "get_video_features" not in vars(adapter.model.model)  # the recorder is gone afterwards
