@@ -14,8 +14,9 @@ pruned prefill; here each `DecodeState` carries its own offset instead.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -77,6 +78,37 @@ class DecodeState:
     length: int
     position_offset: int
     prompt_length: int
+
+
+PositionLayout = Literal["original", "compact"]
+
+
+class _VideoAttention:
+    """A running sum over layers of attention probabilities onto the video keys."""
+
+    def __init__(self, video_keys: Optional[torch.Tensor]):
+        self.video_keys = video_keys  # [N] key positions
+        self.total: Optional[torch.Tensor] = None  # [N] float64
+        self.layers = 0
+
+    def hook(self, module, args, output) -> None:
+        weights = output[1]  # [1, heads, queries, keys]
+        if weights is None:
+            raise RuntimeError(f"{type(module).__name__} returned no attention probabilities")
+        layer = weights[0][..., self.video_keys.to(weights.device)].float().mean(dim=(0, 1)).double().cpu()
+        self.total = layer if self.total is None else self.total + layer
+        self.layers += 1
+
+    def mean(self) -> torch.Tensor:  # [N]
+        """Mean over heads, queries and layers; over every tensor-parallel rank's heads too."""
+        total = self.total / self.layers
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Each rank of a tensor-parallel group holds an equal share of the heads.
+            on_gpu = torch.distributed.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+            reduced = total.cuda() if on_gpu else total
+            torch.distributed.all_reduce(reduced)
+            total = reduced.cpu() / torch.distributed.get_world_size()
+        return total.float()
 
 
 class VideoLLM(ABC):
@@ -154,24 +186,88 @@ class VideoLLM(ABC):
         prompt: VideoPrompt,
         keep_video: Optional[torch.Tensor] = None,
         video_embeddings: Optional[torch.Tensor] = None,
+        positions: PositionLayout = "original",
     ) -> tuple[DecodeState, torch.Tensor]:
         """Run the prompt into a fresh cache; return the state and the last position's logits.
 
         `keep_video` (indices into `prompt.video_index`) keeps only those video tokens in the
-        language context; they keep their original positions, and the text after the video
-        continues at its original offsets.
+        language context. With `positions="original"` they keep their original positions and
+        the text after the video continues at its original offsets; `"compact"` renumbers the
+        pruned sequence 0, 1, 2, ... on every axis, as if the dropped tokens never existed.
         """
+        state, logits, _ = self._prefill(prompt, keep_video, video_embeddings, positions, score_video=False)
+        return state, logits
+
+    @torch.inference_mode()
+    def prefill_scored(self, prompt: VideoPrompt) -> tuple[DecodeState, torch.Tensor, torch.Tensor]:
+        """`prefill`, plus one score per grid video token (SpecVLM stage I).
+
+        The prompt is prefilled in two parts: up to the last video placeholder, then the text
+        after it with eager attention, whose probabilities onto the video keys are averaged over
+        heads and queries as each layer runs, and over layers at the end. Only [heads, text, L]
+        probabilities of one layer exist at a time, never an L x L map.
+        """  # scores: [N]
+        return self._prefill(prompt, None, None, "original", score_video=True)
+
+    def _prefill(self, prompt, keep_video, video_embeddings, positions, score_video: bool):
         self._check_context(len(prompt))
-        embeds = self._prompt_embeddings(prompt, video_embeddings)  # [L, hidden]
-        positions = self._prompt_positions(prompt)  # [P, L]
-        next_position = int(positions.max()) + 1
-        rows = self._kept_rows(prompt, keep_video)
-        embeds, positions = embeds[rows], positions[:, rows]
+        rows, layout = self.context_layout(prompt, keep_video, positions)
+        embeds = self._prompt_embeddings(prompt, video_embeddings)[rows]  # [L', hidden]
+        next_position = int(layout.max()) + 1
+        # Split after the last video placeholder: the same two forwards whether or not scores are
+        # wanted, so a scored and an unscored prefill see the same cache.
+        is_video = prompt.input_ids[rows] == self.video_token_id
+        split = min(int(is_video.nonzero().max()) + 1 if is_video.any() else 0, len(rows) - 1)
         cache = DynamicCache(config=self.model.config.get_text_config())
-        logits = self._forward(inputs_embeds=embeds[None], positions=positions, cache=cache, keep=1)
+        if split:
+            head = slice(0, split)
+            self._forward(inputs_embeds=embeds[None, head], positions=layout[:, head], cache=cache, keep=1)
+        scores = None
+        with self._video_attention(prompt.video_index if score_video else None) as recorded:
+            logits = self._forward(
+                inputs_embeds=embeds[None, split:], positions=layout[:, split:], cache=cache, keep=1
+            )
+        if score_video:
+            scores = recorded.mean()
         length = int(rows.numel())
-        state = DecodeState(cache, length, next_position - length, length)
-        return state, logits[-1]
+        return DecodeState(cache, length, next_position - length, length), logits[-1], scores
+
+    def context_layout(
+        self,
+        prompt: VideoPrompt,
+        keep_video: Optional[torch.Tensor] = None,
+        positions: PositionLayout = "original",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt rows a prefill puts in the language context, and their positions.
+
+        Returns (rows [L'], positions [P, L']); P = 3 for M-RoPE, 1 otherwise.
+        """
+        rows = self._kept_rows(prompt, keep_video)
+        if positions == "compact":
+            return rows, torch.arange(len(rows), dtype=torch.long).expand(self._position_rows, len(rows))
+        return rows, self._prompt_positions(prompt)[:, rows]
+
+    @contextmanager
+    def _video_attention(self, video_keys: Optional[torch.Tensor]) -> Iterator["_VideoAttention"]:
+        """Record the attention probabilities onto `video_keys` of every language layer.
+
+        Switches the language model to eager attention for the duration (the only kernel that
+        yields probabilities); workers run one model call at a time, so nothing else sees it.
+        """
+        recorded = _VideoAttention(video_keys)
+        if video_keys is None:
+            yield recorded
+            return
+        language = self.model.model.language_model
+        previous = language.config._attn_implementation
+        language.config._attn_implementation = "eager"
+        handles = [layer.self_attn.register_forward_hook(recorded.hook) for layer in language.layers]
+        try:
+            yield recorded
+        finally:
+            for handle in handles:
+                handle.remove()
+            language.config._attn_implementation = previous
 
     @torch.inference_mode()
     def extend(self, state: DecodeState, token_ids: Sequence[int]) -> torch.Tensor:
