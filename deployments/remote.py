@@ -23,7 +23,7 @@ from ray.serve.handle import DeploymentHandle
 
 from specvid.errors import SessionLostError, SpecVidError, UnavailableError
 from specvid.spec.accept import Verdict
-from specvid.spec.session import Commit, PrefillRequest, PrefillResult, Proposal
+from specvid.spec.session import Commit, PrefillRequest, PrefillResult, Proposal, VideoKeep
 
 # Failures that mean "that replica is gone", not "the request is bad".
 REPLICA_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
@@ -75,8 +75,8 @@ class RemoteWorker:
 
 
 class RemoteDrafter(RemoteWorker):
-    async def prefill(self, request: PrefillRequest, keep_video: Optional[Any]) -> int:
-        return await self._prefill(_without_frames(request), self.frames, keep_video)
+    async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep]) -> int:
+        return await self._prefill(_without_frames(request), self.frames, keep)
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         return await self._call("propose", request_id, commit, k)

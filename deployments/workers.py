@@ -28,7 +28,7 @@ from specvid.config import ModelSpec, parse
 from specvid.models.loader import load_model
 from specvid.models.tensor_parallel import default_backend, free_port, rank_environment, shard_language_model
 from specvid.spec.draft import DraftWorker
-from specvid.spec.session import Commit, PrefillRequest, Proposal
+from specvid.spec.session import Commit, PrefillRequest, Proposal, VideoKeep
 from specvid.spec.target import TargetWorker
 
 # Serve keeps this many request ids per replica for routing; sessions themselves live in the
@@ -61,9 +61,9 @@ class DraftServer(_Affinity):
         spec = parse(ModelSpec, model)
         self.worker = DraftWorker(load_model(spec), max_sessions)
 
-    async def prefill(self, request: PrefillRequest, frames: np.ndarray, keep_video=None) -> int:
+    async def prefill(self, request: PrefillRequest, frames: np.ndarray, keep: Optional[VideoKeep] = None):
         await self._pin_current()
-        return self.worker.prefill(_with_frames(request, frames), keep_video)
+        return self.worker.prefill(_with_frames(request, frames), keep)
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         await self._pin_current()

@@ -108,18 +108,43 @@ class SamplingParams(_Strict):
         return self.temperature == 0.0
 
 
-Method = Literal["ar", "sd"]
+Method = Literal["ar", "sd", "specvlm"]
 
 
 class SpecConfig(_Strict):
     """Which decoding method runs and its knobs."""
 
     method: Method = Field(
-        "sd", description="'ar': target alone; 'sd': full-video draft, exact verification."
+        "sd",
+        description="'ar': target alone; 'sd': full-video draft, exact verification; 'specvlm': "
+        "the draft reads a pruned share of the video tokens, exact verification.",
     )
     num_draft_tokens: int = Field(
         5, ge=1, le=64, description="Draft tokens proposed per round (k)."
     )
+    drop_rate: float = Field(
+        0.9, ge=0.0, lt=1.0, description="specvlm: share of the video tokens left out of the draft's context."
+    )
+    attention_mass: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="specvlm stage I: keep the fewest top-attended video tokens holding this share of "
+        "the target's attention (within the budget); stage II fills the rest uniformly.",
+    )
+    pruning: Literal["staged", "uniform", "none"] = Field(
+        "staged",
+        description="specvlm: 'staged' (stage I then II), 'uniform' (stage II only), 'none' (keep all).",
+    )
+    draft_positions: Literal["original", "compact"] = Field(
+        "original",
+        description="specvlm: kept video tokens keep the target's positions ('original'), or the pruned "
+        "sequence is renumbered 0, 1, 2, ... ('compact').",
+    )
+
+    @property
+    def prunes_video(self) -> bool:
+        return self.method == "specvlm"
 
 
 class Limits(_Strict):

@@ -6,17 +6,27 @@ from typing import Optional
 
 import torch
 
+from specvid.errors import InvalidRequestError
 from specvid.spec.sampling import choose_token
-from specvid.spec.session import Commit, PrefillRequest, Proposal, Worker
+from specvid.spec.session import Commit, PrefillRequest, Proposal, VideoKeep, Worker
 
 
 class DraftWorker(Worker):
     salt = 1
 
-    def prefill(self, request: PrefillRequest, keep_video: Optional[torch.Tensor] = None) -> int:
-        """Open a session; `keep_video` prunes the draft's video context. Returns its length."""
-        session, _ = self._open(request, keep_video)
-        return session.state.length
+    def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep] = None) -> int:
+        """Open a session; `keep` prunes the draft's video context. Returns the context length."""
+        prompt = self._prompt(request)
+        if keep is None:
+            state, _ = self.model.prefill(prompt)
+        else:
+            if prompt.num_video_tokens != keep.of:
+                raise InvalidRequestError(
+                    f"pruning needs the draft and the target to share a video token grid; the draft "
+                    f"has {prompt.num_video_tokens} video tokens, the target {keep.of}"
+                )
+            state, _ = self.model.prefill(prompt, keep.indices, positions=keep.positions)
+        return self._open(request, prompt, state).state.length
 
     def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         """Up to k tokens continuing the committed sequence (fewer if the draft ends with EOS)."""

@@ -4,6 +4,9 @@ It talks to a drafter and a verifier through two small async protocols, so the s
 drives in-process workers and remote replicas. Autoregressive decoding (`ar`) is the same loop
 with no drafts: every round verifies zero tokens and emits the target's next one.
 
+Before the rounds, the target prefills (and, for SpecVLM, scores every video token); the draft
+then prefills with the video tokens `spec/prune.py` keeps.
+
 One round:
     propose  draft continues the committed tokens with k guesses
     verify   target scores pending token + k guesses in one forward, keeps n, adds 1
@@ -12,20 +15,20 @@ One round:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import AsyncIterator, Optional, Protocol
-
-import torch
 
 from specvid.config import SpecConfig
 from specvid.errors import SessionLostError
 from specvid.spec.accept import Verdict
-from specvid.spec.session import Commit, PrefillRequest, PrefillResult, Proposal
+from specvid.spec.prune import select_video_tokens
+from specvid.spec.session import Commit, PrefillRequest, PrefillResult, Proposal, VideoKeep
 from specvid.spec.stats import SpecStats
 
 
 class Drafter(Protocol):
-    async def prefill(self, request: PrefillRequest, keep_video: Optional[torch.Tensor]) -> int: ...
+    async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep]) -> int: ...
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal: ...
     async def release(self, request_id: str) -> None: ...
 
@@ -67,12 +70,18 @@ async def decode(
     rid = request.request_id
     draft, target = _Peer(), _Peer()
     started = time.perf_counter()
+    request = dataclasses.replace(request, score_video=spec.prunes_video)
     try:
         prefill = await verifier.prefill(request)
         stats.prompt_tokens, stats.video_tokens = prefill.prompt_tokens, prefill.video_tokens
+        keep = None
         if use_draft:
-            await drafter.prefill(request, None)
-            stats.draft_video_tokens = prefill.video_tokens
+            draft_started = time.perf_counter()
+            keep = draft_keep(prefill, spec)
+            stats.prune_s = time.perf_counter() - draft_started
+            await drafter.prefill(request, keep)
+            stats.draft_prefill_s = time.perf_counter() - draft_started - stats.prune_s
+            stats.draft_video_tokens = prefill.video_tokens if keep is None else int(keep.indices.numel())
         stats.prefill_s = time.perf_counter() - started
         decode_start = time.perf_counter()
         eos = frozenset() if request.sampling.ignore_eos else prefill.stop_token_ids
@@ -96,7 +105,7 @@ async def decode(
             if k > 0:
                 proposal = await _with_restore(
                     lambda: drafter.propose(rid, draft.commit(generated), k),
-                    lambda: _restore(drafter.prefill(request, None), draft, stats),
+                    lambda: _restore(drafter.prefill(request, keep), draft, stats),
                 )
             verdict = await _with_restore(
                 lambda: verifier.verify(rid, target.commit(generated), proposal),
@@ -108,6 +117,16 @@ async def decode(
         await verifier.release(rid)
         if use_draft:
             await drafter.release(rid)
+
+
+def draft_keep(prefill: PrefillResult, spec: SpecConfig) -> Optional[VideoKeep]:
+    """The video tokens the draft keeps: all (None) unless the method prunes."""
+    if not spec.prunes_video:
+        return None
+    if prefill.video_scores is None:
+        raise RuntimeError("the target returned no video scores for a pruning method")
+    indices = select_video_tokens(prefill.video_scores, spec.drop_rate, spec.attention_mass, spec.pruning)
+    return VideoKeep(indices, of=prefill.video_tokens, positions=spec.draft_positions)
 
 
 async def _restore(prefill_call, peer: _Peer, stats: SpecStats) -> None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
 from specvid.config import SamplingParams
 from specvid.errors import SessionLostError
-from specvid.models.adapter import DecodeState, VideoLLM, VideoPrompt
+from specvid.models.adapter import DecodeState, PositionLayout, VideoLLM, VideoPrompt
 from specvid.spec.sampling import make_generator
 
 
@@ -33,6 +33,16 @@ class PrefillRequest:
     fps: float
     prompt: str
     sampling: SamplingParams
+    score_video: bool = False  # the target returns a score per video token (SpecVLM)
+
+
+@dataclass(frozen=True)
+class VideoKeep:
+    """The video tokens a pruned draft keeps in its language context."""
+
+    indices: torch.Tensor  # [kept] sorted indices into the target's grid tokens
+    of: int  # the target's grid size; the draft's grid must be the same
+    positions: PositionLayout = "original"
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class PrefillResult:
     stop_token_ids: frozenset[int]
     prompt_tokens: int
     video_tokens: int
+    video_scores: Optional[torch.Tensor] = None  # [video_tokens]; when the request asked for them
 
 
 @dataclass
@@ -118,12 +129,13 @@ class Worker:
     def release(self, request_id: str) -> None:
         self.sessions.pop(request_id)
 
-    def _open(self, request: PrefillRequest, keep_video: Any = None) -> tuple[Session, torch.Tensor]:
-        prompt = self.model.build_prompt(request.frames, request.prompt, request.fps)
-        state, logits = self.model.prefill(prompt, keep_video)
+    def _prompt(self, request: PrefillRequest) -> VideoPrompt:
+        return self.model.build_prompt(request.frames, request.prompt, request.fps)
+
+    def _open(self, request: PrefillRequest, prompt: VideoPrompt, state: DecodeState) -> Session:
         session = Session(state, prompt, request.sampling, make_generator(request.sampling.seed, self.salt))
         self.sessions.put(request.request_id, session)
-        return session, logits
+        return session
 
     def _sync(self, session: Session, commit: Commit) -> list[int]:
         """Apply commit info; crop the cache to what agrees with it; return tokens to feed."""

@@ -23,7 +23,9 @@ class SpecStats:
     video_tokens: int = 0  # in the target's context
     draft_video_tokens: int = 0  # in the draft's context (fewer when pruned)
     video_s: float = 0.0
-    prefill_s: float = 0.0
+    prefill_s: float = 0.0  # target and draft prefill, pruning included
+    prune_s: float = 0.0  # choosing the draft's video tokens
+    draft_prefill_s: float = 0.0
     decode_s: float = 0.0
 
     def record_round(self, drafted: int, accepted: int) -> None:

@@ -17,14 +17,21 @@ class TargetWorker(Worker):
     salt = 0
 
     def prefill(self, request: PrefillRequest) -> PrefillResult:
-        """Open a session and choose the first generated token."""
-        session, logits = self._open(request)
+        """Open a session and choose the first generated token.
+
+        Always the scored prefill, whether or not the scores are asked for, so every method
+        starts from the very same target computation (SpecVLM's output equals `ar`'s).
+        """
+        prompt = self._prompt(request)
+        state, logits, scores = self.model.prefill_scored(prompt)
+        session = self._open(request, prompt, state)
         first, _ = choose_token(logits, session.sampling, session.generator)
         return PrefillResult(
             first_token=first,
             stop_token_ids=self.model.eos_token_ids,
-            prompt_tokens=len(session.prompt),
-            video_tokens=session.prompt.num_video_tokens,
+            prompt_tokens=len(prompt),
+            video_tokens=prompt.num_video_tokens,
+            video_scores=scores if request.score_video else None,
         )
 
     def verify(self, request_id: str, commit: Commit, proposal: Proposal) -> Verdict:
@@ -42,7 +49,7 @@ class TargetWorker(Worker):
 
 
 def _match_vocab(draft_probs, vocab: int, k: int) -> torch.Tensor:
-    """Draft probabilities over the target's vocabulary (padded embedding rows differ by model)."""  # [k, vocab]
+    """Draft probabilities over the target vocabulary (padded rows differ by model)."""  # [k, vocab]
     if draft_probs is None:
         return torch.zeros(k, vocab)
     if draft_probs.shape[-1] < vocab:

@@ -26,7 +26,7 @@ def request_for(app, seed: int, method: str, max_tokens: int = 24, **spec) -> di
     }
 
 
-@pytest.mark.parametrize("method", ["ar", "sd"])
+@pytest.mark.parametrize("method", ["ar", "sd", "specvlm"])
 def test_handle_generate_equals_local_engine(app, local, method):
     request = request_for(app, 1, method)
     expected = local.generate(request)
@@ -34,8 +34,9 @@ def test_handle_generate_equals_local_engine(app, local, method):
     assert got["token_ids"] == expected.token_ids
     assert got["text"] == expected.text
     assert got["stats"]["emitted"] == len(expected.token_ids)
-    if method == "sd":
+    if method != "ar":
         assert got["stats"]["rounds"] == expected.stats.rounds
+        assert got["stats"]["draft_video_tokens"] == expected.stats.draft_video_tokens
 
 
 def test_handle_stream_equals_local_engine(app, local):

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
 
+from specvid.config import SamplingParams
 from specvid.engine import LocalEngine
 from specvid.errors import InvalidRequestError
-from tests.helpers import random_video
+from specvid.spec.draft import DraftWorker
+from specvid.spec.session import PrefillRequest, VideoKeep
+from tests.helpers import random_frames, random_video
 
 
 def request(method="sd", max_tokens=24, **sampling):
@@ -108,3 +112,10 @@ def test_mismatched_tokenizers_are_refused(random_models):
 
     with pytest.raises(ModelLoadError, match="different tokenizers"):
         LocalEngine(random_models["qwen"][0], random_models["llava"][1])
+
+
+def test_pruning_needs_the_draft_to_share_the_targets_video_grid(random_models):
+    draft = DraftWorker(random_models["qwen"][1])
+    request = PrefillRequest("grid", random_frames(0), 2.0, "Describe.", SamplingParams())
+    with pytest.raises(InvalidRequestError, match="share a video token grid"):
+        draft.prefill(request, VideoKeep(torch.arange(3), of=10_000))

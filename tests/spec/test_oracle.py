@@ -97,3 +97,22 @@ def test_max_tokens_one_is_the_prefill_token(engines, family):
     sd = engines[family]["self_draft"].generate(request(7, "sd", 5, 1), video)
     assert len(ar.token_ids) == 1 and sd.token_ids == ar.token_ids
     assert sd.stats.rounds == 0 and ar.finish_reason == "length"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "pruning",
+    [{"drop_rate": 0.9}, {"drop_rate": 0.5}, {"pruning": "uniform"}, {"draft_positions": "compact"}],
+)
+def test_specvlm_equals_greedy_target(engines, family, pruning):
+    e = engines[family]
+    for case in range(6):
+        video = random_video(seed=200 + case)
+        k, max_tokens = DRAFT_LENGTHS[case % 5], MAX_TOKENS[(case + 3) % 7]
+        ar = e["ar"].generate(request(case, "ar", k, max_tokens), video)
+        pruned = request(case, "specvlm", k, max_tokens)
+        pruned["spec"].update(pruning)
+        out = e["random_draft"].generate(pruned, video)
+        assert out.token_ids == ar.token_ids, f"case {case}: pruning the draft changed the output"
+        budget = round(out.stats.video_tokens * (1 - pruning.get("drop_rate", 0.9)))
+        assert out.stats.draft_video_tokens == budget < out.stats.video_tokens
