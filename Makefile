@@ -6,6 +6,11 @@ PIP    := $(PY) -m pip
 # Pinned again on every pip call so no resolver replaces the CPU wheel with a CUDA build.
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed
+# checkov pins many packages of its own (boto3, pydantic, ...) at versions the project does not
+# use, so it gets a venv of its own and never changes .venv; the tests run it as a program.
+IAC_VENV  ?= .venv-iac
+IAC_STAMP := $(IAC_VENV)/.installed
+CHECKOV   := checkov==3.3.30
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -15,7 +20,7 @@ export DS_ACCELERATOR := cpu
 export GLOO_SOCKET_IFNAME := lo
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test clean
+.PHONY: install iac-tools k8s-config run test clean
 
 install: $(STAMP)
 
@@ -26,12 +31,26 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet $(TORCH) -e '.[serve,test]'
 	touch $(STAMP)
 
+iac-tools: $(IAC_STAMP)
+
+$(IAC_STAMP): Makefile
+	test -x $(IAC_VENV)/bin/python || $(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(IAC_VENV)/bin/python -m pip install --quiet $(CHECKOV)
+	@# checkov must never bring torch along; a policy scanner has no use for it.
+	$(IAC_VENV)/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
+	touch $(IAC_STAMP)
+
+# Rewrite the serveConfigV2 patches of k8s/overlays/ from serve_config.yaml.
+k8s-config: install
+	$(PY) -m deployments.k8s_config
+
 # The application on embedded defaults: local S3 with sample clips + `serve run serve_config.yaml`.
 run: install
 	$(PY) -m deployments.launch --config serve_config.yaml
 
-test: install
-	$(PY) -m pytest -q
+test: install iac-tools
+	SPECVID_CHECKOV=$(abspath $(IAC_VENV))/bin/checkov $(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(IAC_VENV) build *.egg-info .pytest_cache
