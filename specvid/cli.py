@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add(commands, "generate", "answer one prompt about one video", _add_generate_args, run_generate)
     _add(commands, "demo", "run a sample clip through ar and sd", _add_demo_args, run_demo)
+    _add(commands, "bench", "compare decoding methods on zoo clips or a dataset", _add_bench_args, run_bench)
     zoo = commands.add_parser("zoo", help="the ShapesWorld zoo: data and tiny model pairs")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
     _add(zoo_commands, "train", "train the zoo's model pairs on this CPU (resumable)", _add_train_args, run_zoo_train)
@@ -59,8 +60,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_decode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="sd", choices=["ar", "sd"])
+    p.add_argument("--method", default="sd", choices=["ar", "sd", "specvlm"])
     p.add_argument("--num-draft-tokens", "-k", type=int, default=5, help="draft tokens per round")
+    p.add_argument("--drop-rate", type=float, default=0.9, help="specvlm: share of video tokens dropped")
+    p.add_argument("--attention-mass", type=float, default=0.5, help="specvlm: stage I attention share")
+    p.add_argument("--pruning", default="staged", choices=["staged", "uniform", "none"], help="specvlm")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     p.add_argument("--top-k", type=int, default=0)
@@ -99,6 +103,28 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 
+def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pair", default=None, help="zoo pair (qwen-tiny, llava-tiny), for --target/--draft")
+    p.add_argument("--target", default=DEFAULT_TARGET, help="target model: built-in name, path or HF id")
+    p.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model: built-in name, path or HF id")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--methods",
+        default="ar,sd,specvlm",
+        help="comma-separated methods, knobs after colons: e.g. sd,specvlm:drop=0.5,uniform (docs/bench.md)",
+    )
+    p.add_argument("--clips", type=int, default=20, help="held-out zoo clips (or dataset rows) to run")
+    p.add_argument("--dataset", default=None, help="JSON lines of {video, prompt} instead of zoo clips")
+    p.add_argument("--num-draft-tokens", "-k", type=int, default=5, help="default k of every method")
+    p.add_argument("--drop-rate", type=float, default=0.9, help="default specvlm drop rate")
+    p.add_argument("--frames", type=int, default=8, help="frames per video (more frames, more video tokens)")
+    p.add_argument("--size", type=int, default=112, help="frame width and height before model rounding")
+    p.add_argument("--max-tokens", type=int, default=80)
+    p.add_argument("--json", default=None, help="write {meta, rows} here")
+    p.add_argument("--plot", default=None, help="write a PNG of speedups, tau and accepted-length histograms")
+
+
 def _add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="directory to write clips and samples.jsonl into")
     p.add_argument("--n", type=int, default=4)
@@ -109,7 +135,13 @@ def _request(args: argparse.Namespace, video: str, prompt: str, method: str) -> 
     return {
         "video": video,
         "prompt": prompt,
-        "spec": {"method": method, "num_draft_tokens": args.num_draft_tokens},
+        "spec": {
+            "method": method,
+            "num_draft_tokens": args.num_draft_tokens,
+            "drop_rate": getattr(args, "drop_rate", 0.9),
+            "attention_mass": getattr(args, "attention_mass", 0.5),
+            "pruning": getattr(args, "pruning", "staged"),
+        },
         "sampling": {
             "max_tokens": args.max_tokens,
             "temperature": getattr(args, "temperature", 0.0),
@@ -202,6 +234,70 @@ def run_demo(args: argparse.Namespace) -> int:
     speedup = sd.stats.decode_tokens_per_s / ar.stats.decode_tokens_per_s if ar.stats.decode_tokens_per_s else 0
     print(f"\nidentical output: {sd.token_ids == ar.token_ids}; decode speedup sd/ar: {speedup:.2f}x")
     return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from specvid.bench.cases import dataset_cases, zoo_cases
+    from specvid.bench.harness import run_methods, summarise
+    from specvid.bench.methods import parse_methods
+    from specvid.bench.report import format_table, plot, write_json
+    from specvid.config import VideoSampling
+    from specvid.zoo.models import PAIRS
+
+    if args.pair is not None:
+        if args.pair not in PAIRS:
+            print(f"unknown pair {args.pair!r}; known: {sorted(PAIRS)}", file=sys.stderr)
+            return 2
+        args.target, args.draft = PAIRS[args.pair].target.name, PAIRS[args.pair].draft.name
+    defaults = {"num_draft_tokens": args.num_draft_tokens, "drop_rate": args.drop_rate}
+    methods = parse_methods(args.methods, defaults)
+    torch.set_num_threads(os.cpu_count() or 1)
+    sampling = VideoSampling(num_frames=args.frames, width=args.size, height=args.size)
+    with tempfile.TemporaryDirectory(prefix="specvid-bench-") as tmp:
+        if args.dataset:
+            cases, root = dataset_cases(Path(args.dataset), args.clips), "/"
+        else:
+            cases, root = zoo_cases(args.clips, args.frames, args.size, Path(tmp)), tmp
+        engine = _engine(args, "sd", local_root=root)
+        total = (len(methods) + ("ar" not in [m.label for m in methods])) * len(cases)
+        with tqdm(total=total, desc="bench", unit="run") as bar:
+            results = run_methods(
+                engine, methods, cases, sampling, args.max_tokens, lambda label: _advance(bar, label)
+            )
+    rows = summarise(results, engine.draft.kv_bytes_per_token)
+    name = args.pair or f"{args.target}+{args.draft}"
+    for row in rows:
+        row["pair"] = name
+    print(f"\n{name}: {len(cases)} {'rows' if args.dataset else 'zoo clips'}, {args.frames} frames, "
+          f"max {args.max_tokens} tokens\n")
+    print(format_table(rows))
+    meta = {
+        "pair": name,
+        "target": args.target,
+        "draft": args.draft,
+        "clips": len(cases),
+        "frames": args.frames,
+        "size": args.size,
+        "max_tokens": args.max_tokens,
+        "dataset": args.dataset,
+        "threads": torch.get_num_threads(),
+    }
+    if args.json:
+        write_json(Path(args.json), rows, meta)
+    if args.plot:
+        plot(Path(args.plot), rows, title=f"{name}, {len(cases)} clips, {args.frames} frames")
+    return 0
+
+
+def _advance(bar, label: str) -> None:
+    bar.set_postfix_str(label)
+    bar.update()
 
 
 def run_zoo_train(args: argparse.Namespace) -> int:

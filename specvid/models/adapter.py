@@ -309,6 +309,13 @@ class VideoLLM(ABC):
         return int(self.model.get_output_embeddings().weight.shape[0])
 
     @property
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes one context token costs: keys and values of every layer."""
+        text = self.model.config.get_text_config()
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        return 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * self.dtype.itemsize
+
+    @property
     def max_positions(self) -> int:
         return int(self.model.config.get_text_config().max_position_embeddings)
 

@@ -79,7 +79,7 @@ async def decode(
             draft_started = time.perf_counter()
             keep = draft_keep(prefill, spec)
             stats.prune_s = time.perf_counter() - draft_started
-            await drafter.prefill(request, keep)
+            stats.draft_context_tokens = await drafter.prefill(request, keep)
             stats.draft_prefill_s = time.perf_counter() - draft_started - stats.prune_s
             stats.draft_video_tokens = prefill.video_tokens if keep is None else int(keep.indices.numel())
         stats.prefill_s = time.perf_counter() - started

@@ -18,10 +18,12 @@ class SpecStats:
     emitted: int = 0
     accepted_per_position: list[int] = field(default_factory=list)
     drafted_per_position: list[int] = field(default_factory=list)
+    rounds_by_accepted: list[int] = field(default_factory=list)  # entry i: rounds that accepted i
     sessions_restored: int = 0
     prompt_tokens: int = 0
     video_tokens: int = 0  # in the target's context
     draft_video_tokens: int = 0  # in the draft's context (fewer when pruned)
+    draft_context_tokens: int = 0  # the draft's whole prompt context after prefill
     video_s: float = 0.0
     prefill_s: float = 0.0  # target and draft prefill, pruning included
     prune_s: float = 0.0  # choosing the draft's video tokens
@@ -39,6 +41,8 @@ class SpecStats:
             self.drafted_per_position[i] += 1
         for i in range(accepted):
             self.accepted_per_position[i] += 1
+        _grow(self.rounds_by_accepted, accepted + 1)
+        self.rounds_by_accepted[accepted] += 1
 
     @property
     def tau(self) -> float:

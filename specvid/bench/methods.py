@@ -1,0 +1,70 @@
+"""Method specs of `specvid bench --methods`: a name plus per-method knobs.
+
+Syntax: methods are separated by commas; knobs follow a method's name after colons,
+
+    ar,sd,specvlm,specvlm:drop=0.5,uniform,specvlm:positions=compact:k=10
+
+Each knob is a `SpecConfig` field or one of the short names below; a knob given on the command
+line (`--num-draft-tokens`, `--drop-rate`) is the default for every method that does not set
+its own. `uniform` is short for `specvlm:pruning=uniform`. The label of a row is the spec as
+written, so two variants of one method stay apart in the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from specvid.config import SpecConfig, parse
+from specvid.errors import InvalidRequestError
+
+ALIASES = {
+    "k": "num_draft_tokens",
+    "drop": "drop_rate",
+    "p": "attention_mass",
+    "mass": "attention_mass",
+    "positions": "draft_positions",
+}
+SHORTHANDS = {"uniform": {"method": "specvlm", "pruning": "uniform"}}
+
+
+@dataclass(frozen=True)
+class BenchMethod:
+    label: str
+    spec: SpecConfig
+
+
+def parse_methods(text: str, defaults: dict) -> list[BenchMethod]:
+    """`text` as above -> one `BenchMethod` per entry, `defaults` under each entry's knobs."""
+    methods = [parse_method(entry.strip(), defaults) for entry in text.split(",") if entry.strip()]
+    if not methods:
+        raise InvalidRequestError("--methods names no method")
+    labels = [m.label for m in methods]
+    if len(set(labels)) != len(labels):
+        raise InvalidRequestError(f"--methods repeats a method: {labels}")
+    return methods
+
+
+def parse_method(entry: str, defaults: dict) -> BenchMethod:
+    name, *knobs = entry.split(":")
+    fields = dict(SHORTHANDS.get(name, {"method": name}))
+    for knob in knobs:
+        key, sep, value = knob.partition("=")
+        if not sep or not key:
+            raise InvalidRequestError(f"method {entry!r}: knob {knob!r} is not key=value")
+        fields[ALIASES.get(key, key)] = _value(value)
+    spec = parse(SpecConfig, {**_applicable(defaults, fields["method"]), **fields})
+    return BenchMethod(entry, spec)
+
+
+def _applicable(defaults: dict, method: str) -> dict:
+    """Command-line defaults that mean something for `method` (ar takes no draft knobs)."""
+    return {} if method == "ar" else defaults
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text

@@ -1,0 +1,86 @@
+"""The benchmark's outputs: a terminal table, a JSON file, and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+# (header, row key, format) of the terminal table, in order.
+COLUMNS = (
+    ("method", "method", "{}"),
+    ("tau", "tau", "{:.2f}"),
+    ("tok/round", "tokens_per_round", "{:.2f}"),
+    ("decode tok/s", "decode_tokens_per_s", "{:.1f}"),
+    ("decode x", "decode_speedup", "{:.2f}"),
+    ("e2e ms", "e2e_ms", "{:.1f}"),
+    ("e2e x", "e2e_speedup", "{:.2f}"),
+    ("retention", "retention", "{:.3f}"),
+    ("same as ar", "identical_to_ar", "{:.2f}"),
+    ("video tok", "video_tokens", "{:.0f}"),
+    ("draft video tok", "draft_video_tokens", "{:.0f}"),
+    ("draft prefill ms", "draft_prefill_ms", "{:.2f}"),
+    ("prune ms", "prune_ms", "{:.3f}"),
+    ("draft KV MB", "draft_kv_mb", "{:.3f}"),
+)
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A plain-text table, one line per method; '-' where a figure does not apply."""
+    cells = [[header for header, _, _ in COLUMNS]]
+    for row in rows:
+        cells.append([_cell(row.get(key), fmt) for _, key, fmt in COLUMNS])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(_align(i, c, w) for i, (c, w) in enumerate(zip(line, widths))) for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _align(column: int, text: str, width: int) -> str:
+    return text.rjust(width) if column else text.ljust(width)  # names left, figures right
+
+
+def _cell(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def write_json(path: Path, rows: Sequence[dict], meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "rows": list(rows)}, indent=2) + "\n")
+
+
+def plot(path: Path, rows: Sequence[dict], title: Optional[str] = None) -> None:
+    """Speedups and tau per method, and each method's histogram of accepted tokens per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+
+    labels = [row["method"] for row in rows]
+    x = range(len(rows))
+    fig, (speed, tau, hist) = plt.subplots(1, 3, figsize=(15, 4.2))
+    width = 0.4
+    decode, e2e = [row["decode_speedup"] or 0 for row in rows], [row["e2e_speedup"] or 0 for row in rows]
+    speed.bar([i - width / 2 for i in x], decode, width, label="decode")
+    speed.bar([i + width / 2 for i in x], e2e, width, label="end to end")
+    speed.axhline(1.0, color="grey", linewidth=0.8)
+    speed.set(title="speedup over ar", xticks=list(x))
+    speed.set_xticklabels(labels, rotation=30, ha="right")
+    speed.legend()
+    tau.bar(list(x), [row["tau"] for row in rows], color="tab:green")
+    tau.set(title="tau (accepted draft tokens per round)", xticks=list(x))
+    tau.set_xticklabels(labels, rotation=30, ha="right")
+    for row in rows:
+        counts = row.get("accepted_histogram") or []
+        total = sum(counts)
+        if total:
+            hist.plot(range(len(counts)), [c / total for c in counts], marker="o", label=row["method"])
+    hist.set(title="rounds by accepted draft tokens", xlabel="accepted", ylabel="share of rounds")
+    if hist.lines:
+        hist.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
