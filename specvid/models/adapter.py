@@ -222,13 +222,11 @@ class VideoLLM(ABC):
         if split:
             head = slice(0, split)
             self._forward(inputs_embeds=embeds[None, head], positions=layout[:, head], cache=cache, keep=1)
-        scores = None
         with self._video_attention(prompt.video_index if score_video else None) as recorded:
             logits = self._forward(
                 inputs_embeds=embeds[None, split:], positions=layout[:, split:], cache=cache, keep=1
             )
-        if score_video:
-            scores = recorded.mean()
+        scores = recorded.mean() if score_video else None
         length = int(rows.numel())
         return DecodeState(cache, length, next_position - length, length), logits[-1], scores
 
