@@ -108,7 +108,8 @@ class SamplingParams(_Strict):
         return self.temperature == 0.0
 
 
-Method = Literal["ar", "sd", "specvlm"]
+Method = Literal["ar", "sd", "specvlm", "lvspec", "lvspec+specvlm"]
+Relevance = Literal["embedding", "attention", "random"]
 
 
 class SpecConfig(_Strict):
@@ -117,7 +118,8 @@ class SpecConfig(_Strict):
     method: Method = Field(
         "sd",
         description="'ar': target alone; 'sd': full-video draft, exact verification; 'specvlm': "
-        "the draft reads a pruned share of the video tokens, exact verification.",
+        "the draft reads a pruned share of the video tokens, exact verification; 'lvspec': full-video "
+        "draft, loose verification; 'lvspec+specvlm': pruned draft, loose verification.",
     )
     num_draft_tokens: int = Field(
         5, ge=1, le=64, description="Draft tokens proposed per round (k)."
@@ -142,9 +144,41 @@ class SpecConfig(_Strict):
         "sequence is renumbered 0, 1, 2, ... ('compact').",
     )
 
+    lam: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="lvspec: share of each round's drafted positions treated loosely (the least visually "
+        "relevant); the rest are anchors that must match. 0 is exact verification.",
+    )
+    top_n: int = Field(
+        10, ge=1, le=4096, description="lvspec: a token's relevance averages its top-N video similarities."
+    )
+    shift_window: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="lvspec: an anchor mismatch is rescued when the right token sits within this many "
+        "positions (docs/decoding.md); 0 turns the position-shift rule off.",
+    )
+    shift_top_k: int = Field(
+        5, ge=1, le=1000, description="lvspec: a rescued draft token must be among the target's top-k."
+    )
+    relevance: Relevance = Field(
+        "embedding",
+        description="lvspec: how positions are ranked. 'embedding': token-to-video embedding similarity; "
+        "'attention': the target's attention onto the video while verifying; 'random': the random "
+        "relaxation baseline (a random share lam of positions is loose, whatever the token).",
+    )
+
     @property
     def prunes_video(self) -> bool:
-        return self.method == "specvlm"
+        return self.method in ("specvlm", "lvspec+specvlm")
+
+    @property
+    def loose(self) -> bool:
+        """Whether the target verifies loosely (LVSpec) rather than by exact match."""
+        return self.method in ("lvspec", "lvspec+specvlm")
 
 
 class Limits(_Strict):

@@ -16,6 +16,7 @@ Definitions (per method, over all cases):
 Paired, per-case ratios with medians keep one slow outlier run from swinging a figure.
 - retention: mean fact score (caption F1) over `ar`'s, where the cases can be scored.
 - identical to ar: share of cases whose tokens equal `ar`'s.
+- loose accepts / shift rescues per 100 tokens (LVSpec): over all runs, per 100 emitted tokens.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def summarise(results: Sequence[MethodRuns], kv_bytes_per_token: Optional[int] =
             "accepted_histogram": _histogram(runs) if drafts else [],
         }
         row.update(_draft_figures(runs, kv_bytes_per_token) if drafts else _no_draft())
+        row.update(_loose_figures(runs, spec))
         rows.append(row)
     return rows
 
@@ -145,6 +147,22 @@ def _draft_figures(runs: list[Run], kv_bytes_per_token: Optional[int]) -> dict:
         "draft_prefill_ms": 1e3 * statistics.median(run.stats.draft_prefill_s for run in runs),
         "prune_ms": 1e3 * statistics.median(run.stats.prune_s for run in runs),
         "draft_kv_mb": context * kv_bytes_per_token / 2**20 if kv_bytes_per_token else None,
+    }
+
+
+def _loose_figures(runs: list[Run], spec: SpecConfig) -> dict:
+    """LVSpec's counters per 100 emitted tokens, and the knobs that produced them."""
+    if not spec.loose:
+        return {"loose_accepts_per_100": None, "shift_rescues_per_100": None}
+    emitted = sum(run.stats.emitted for run in runs)
+    per_100 = lambda count: 100.0 * count / emitted if emitted else 0.0  # noqa: E731
+    return {
+        "loose_accepts_per_100": per_100(sum(run.stats.loose_accepts for run in runs)),
+        "shift_rescues_per_100": per_100(sum(run.stats.shift_rescues for run in runs)),
+        "lam": spec.lam,
+        "top_n": spec.top_n,
+        "shift_window": spec.shift_window,
+        "relevance": spec.relevance,
     }
 
 

@@ -2,12 +2,14 @@
 
 Syntax: methods are separated by commas; knobs follow a method's name after colons,
 
-    ar,sd,specvlm,specvlm:drop=0.5,uniform,specvlm:positions=compact:k=10
+    ar,sd,specvlm,specvlm:drop=0.5,uniform,lvspec:lam=0.9:w=3,lvspec+specvlm,random:lam=0.5
 
 Each knob is a `SpecConfig` field or one of the short names below; a knob given on the command
-line (`--num-draft-tokens`, `--drop-rate`) is the default for every method that does not set
-its own. `uniform` is short for `specvlm:pruning=uniform`. The label of a row is the spec as
-written, so two variants of one method stay apart in the report.
+line (`--num-draft-tokens`, `--drop-rate`, `--lam`, `--top-n`, `--shift-window`, ...) is the
+default for every method that does not set its own. `uniform` is short for
+`specvlm:pruning=uniform`; `random` for the random relaxation baseline,
+`lvspec:relevance=random:shift_window=0`. The label of a row is the spec as written, so two
+variants of one method stay apart in the report.
 """
 
 from __future__ import annotations
@@ -23,8 +25,15 @@ ALIASES = {
     "p": "attention_mass",
     "mass": "attention_mass",
     "positions": "draft_positions",
+    "n": "top_n",
+    "w": "shift_window",
+    "topk": "shift_top_k",
+    "rel": "relevance",
 }
-SHORTHANDS = {"uniform": {"method": "specvlm", "pruning": "uniform"}}
+SHORTHANDS = {
+    "uniform": {"method": "specvlm", "pruning": "uniform"},
+    "random": {"method": "lvspec", "relevance": "random", "shift_window": 0},
+}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ COLUMNS = (
     ("draft prefill ms", "draft_prefill_ms", "{:.2f}"),
     ("prune ms", "prune_ms", "{:.3f}"),
     ("draft KV MB", "draft_kv_mb", "{:.3f}"),
+    ("loose/100", "loose_accepts_per_100", "{:.1f}"),
+    ("rescued/100", "shift_rescues_per_100", "{:.1f}"),
 )
 
 
@@ -84,3 +86,45 @@ def plot(path: Path, rows: Sequence[dict], title: Optional[str] = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_tradeoff(path: Path, rows: Sequence[dict], title: Optional[str] = None) -> None:
+    """Retention against tau: one line per way of choosing loose positions (LVSpec's rankings
+    and the random relaxation baseline), one point per row, with exact methods as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    series: dict[str, list[dict]] = {}
+    for row in rows:
+        if row.get("retention") is None or row["method"] == "ar":
+            continue
+        if row.get("relevance") is None:
+            ax.scatter(row["tau"], row["retention"], marker="s", color="black", zorder=3)
+            ax.annotate(row["method"], (row["tau"], row["retention"]), fontsize=7, xytext=(4, -8),
+                        textcoords="offset points")
+        else:
+            series.setdefault(_tradeoff_series(row), []).append(row)
+    for name, points in sorted(series.items()):
+        points.sort(key=lambda r: r["tau"])
+        ax.plot([r["tau"] for r in points], [r["retention"] for r in points], marker="o", label=name)
+    ax.set(xlabel="tau (accepted draft tokens per round)", ylabel="retention (fact F1 / ar)")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    if series:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _tradeoff_series(row: dict) -> str:
+    """Rows that differ only in lam share a line."""
+    pruned = "+specvlm" if "specvlm" in row["method"] else ""
+    if row["relevance"] == "random":
+        return f"random relaxation{pruned}"
+    return f"{row['relevance']} relevance{pruned}, N={row['top_n']}, w={row['shift_window']}"

@@ -84,23 +84,31 @@ PositionLayout = Literal["original", "compact"]
 
 
 class _VideoAttention:
-    """A running sum over layers of attention probabilities onto the video keys."""
+    """A running sum over layers of attention probabilities onto the video keys.
 
-    def __init__(self, video_keys: Optional[torch.Tensor]):
+    `per_query=False` (SpecVLM stage I) keeps one figure per video key: the probability mean
+    over heads and queries. `per_query=True` (LVSpec's attention relevance) keeps one figure per
+    query: its total probability on the video keys, averaged over heads.
+    """
+
+    def __init__(self, video_keys: Optional[torch.Tensor], per_query: bool = False):
         self.video_keys = video_keys  # [N] key positions
-        self.total: Optional[torch.Tensor] = None  # [N] float64
+        self.per_query = per_query
+        self.total: Optional[torch.Tensor] = None  # [N] or [queries], float64
         self.layers = 0
 
     def hook(self, module, args, output) -> None:
         weights = output[1]  # [1, heads, queries, keys]
         if weights is None:
             raise RuntimeError(f"{type(module).__name__} returned no attention probabilities")
-        layer = weights[0][..., self.video_keys.to(weights.device)].float().mean(dim=(0, 1)).double().cpu()
+        on_video = weights[0][..., self.video_keys.to(weights.device)].float()  # [heads, queries, N]
+        layer = on_video.sum(-1).mean(0) if self.per_query else on_video.mean(dim=(0, 1))
+        layer = layer.double().cpu()
         self.total = layer if self.total is None else self.total + layer
         self.layers += 1
 
-    def mean(self) -> torch.Tensor:  # [N]
-        """Mean over heads, queries and layers; over every tensor-parallel rank's heads too."""
+    def mean(self) -> torch.Tensor:
+        """Mean over layers and heads; over every tensor-parallel rank's heads too."""
         total = self.total / self.layers
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Each rank of a tensor-parallel group holds an equal share of the heads.
@@ -199,7 +207,9 @@ class VideoLLM(ABC):
         return state, logits
 
     @torch.inference_mode()
-    def prefill_scored(self, prompt: VideoPrompt) -> tuple[DecodeState, torch.Tensor, torch.Tensor]:
+    def prefill_scored(
+        self, prompt: VideoPrompt, video_embeddings: Optional[torch.Tensor] = None
+    ) -> tuple[DecodeState, torch.Tensor, torch.Tensor]:
         """`prefill`, plus one score per grid video token (SpecVLM stage I).
 
         The prompt is prefilled in two parts: up to the last video placeholder, then the text
@@ -207,7 +217,7 @@ class VideoLLM(ABC):
         heads and queries as each layer runs, and over layers at the end. Only [heads, text, L]
         probabilities of one layer exist at a time, never an L x L map.
         """  # scores: [N]
-        return self._prefill(prompt, None, None, "original", score_video=True)
+        return self._prefill(prompt, None, video_embeddings, "original", score_video=True)
 
     def _prefill(self, prompt, keep_video, video_embeddings, positions, score_video: bool):
         self._check_context(len(prompt))
@@ -222,7 +232,7 @@ class VideoLLM(ABC):
         if split:
             head = slice(0, split)
             self._forward(inputs_embeds=embeds[None, head], positions=layout[:, head], cache=cache, keep=1)
-        with self._video_attention(prompt.video_index if score_video else None) as recorded:
+        with self._video_attention(_VideoAttention(prompt.video_index if score_video else None)) as recorded:
             logits = self._forward(
                 inputs_embeds=embeds[None, split:], positions=layout[:, split:], cache=cache, keep=1
             )
@@ -246,14 +256,13 @@ class VideoLLM(ABC):
         return rows, self._prompt_positions(prompt)[:, rows]
 
     @contextmanager
-    def _video_attention(self, video_keys: Optional[torch.Tensor]) -> Iterator["_VideoAttention"]:
-        """Record the attention probabilities onto `video_keys` of every language layer.
+    def _video_attention(self, recorded: _VideoAttention) -> Iterator[_VideoAttention]:
+        """Record the attention probabilities onto the video keys in every language layer.
 
         Switches the language model to eager attention for the duration (the only kernel that
         yields probabilities); workers run one model call at a time, so nothing else sees it.
         """
-        recorded = _VideoAttention(video_keys)
-        if video_keys is None:
+        if recorded.video_keys is None:
             yield recorded
             return
         language = self.model.model.language_model
@@ -280,6 +289,20 @@ class VideoLLM(ABC):
         logits = self._forward(input_ids=ids, positions=positions, cache=state.cache, keep=n)
         state.length += n
         return logits
+
+    @torch.inference_mode()
+    def extend_with_video_mass(
+        self, state: DecodeState, token_ids: Sequence[int], video_keys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`extend`, plus each new token's attention mass on the video keys (LVSpec relevance).
+
+        `video_keys` are cache positions (the prompt's video placeholders, for an unpruned
+        prefill). Returns (logits [n, vocab], mass [n]): mass i is the share of attention the
+        query at token i puts on the video, averaged over heads and layers.
+        """
+        with self._video_attention(_VideoAttention(video_keys, per_query=True)) as recorded:
+            logits = self.extend(state, token_ids)
+        return logits, recorded.mean()
 
     def crop(self, state: DecodeState, length: int) -> None:
         """Forget cache entries past `length` (rejected draft tokens)."""

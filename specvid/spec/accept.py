@@ -11,12 +11,22 @@ Terms, used the same way everywhere in SpecVid:
 A round therefore emits n + 1 tokens: the accepted ones plus one recovered or bonus token.
 The mean accepted length tau averages n over rounds (the +1 is not counted).
 
+Loose verification (LVSpec) adds two ways to accept a draft token the target would not have
+chosen:
+
+- *loose accept*: a mismatch at a position that is not strict (a filler) is accepted;
+- *shift rescue*: a mismatch at a strict position is accepted when the token is merely out of
+  place: the target's token sits among the nearby draft tokens, or the draft token is one the
+  target wanted at a recent loosely accepted position; and the target ranks it in its top-k.
+
 Every rule sees the target's view of k+1 positions: row i scores the token after d_1..d_i.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
@@ -29,6 +39,10 @@ class Verdict:
 
     num_accepted: int  # n
     next_token: int  # the recovered token (n < k) or the bonus token (n == k)
+    loose: int = 0  # accepted mismatches at non-strict positions
+    rescued: int = 0  # accepted mismatches at strict positions, by the shift rule
+    # (absolute position, target's token) at each loosely accepted position, for later rescues
+    wishes: tuple[tuple[int, int], ...] = field(default=())
 
 
 def greedy_accept(
@@ -70,3 +84,95 @@ def rejection_accept(
     # p == q on the whole support leaves no residual; then p itself is the right distribution.
     residual = residual / total if total > 0 else target_probs[n]
     return Verdict(n, int(sample(residual[None], generator)))
+
+
+def anchor_mask(scores: torch.Tensor, lam: float) -> torch.Tensor:  # scores: [k]
+    """The most relevant ceil((1 - lam) * k) positions: the block's visual anchors.
+
+    Ties go to the earlier position, so the mask is deterministic.
+    """  # [k] bool
+    k = scores.numel()
+    count = min(k, math.ceil((1.0 - lam) * k - 1e-9))
+    order = torch.sort(-scores.float(), stable=True).indices
+    mask = torch.zeros(k, dtype=torch.bool)
+    mask[order[:count]] = True
+    return mask
+
+
+def loose_accept(
+    target_logits: torch.Tensor,  # [k+1, vocab]
+    draft_tokens: torch.Tensor,  # [k]
+    strict: torch.Tensor,  # [k] bool
+    *,
+    start: int,  # absolute position of the first drafted token in the generated sequence
+    shift_window: int,
+    shift_top_k: int,
+    wishes: Sequence[tuple[int, int]] = (),  # from earlier rounds: (position, wanted token)
+    context: Sequence[int] = (),  # committed tokens before the block, for the repetition guard
+) -> Verdict:
+    """Greedy loose verification; with no loose positions and shift_window 0, `greedy_accept`.
+
+    Walking the block left to right, position i (draft d_i, target t_i) is accepted when
+    d_i == t_i; else when it is not strict (loose accept); else when the shift rule rescues it:
+    d_i is in the target's top-k at i and either t_i equals a draft token within shift_window
+    positions of i (the draft wrote it early or late), or d_i equals what the target wanted at
+    a loosely accepted position at most shift_window positions before i. No mismatch is
+    accepted if it would repeat the tokens just before it (`_repeats`): loose accepts must not
+    start a loop the target would never have written. The first position that fails ends the
+    accepted prefix; the target's token there is the recovered token.
+    """
+    target_tokens = target_logits.argmax(-1)  # [k+1]
+    drafts = [int(t) for t in draft_tokens]
+    k = len(drafts)
+    history = list(context)
+    all_wishes = list(wishes)
+    loose = rescued = 0
+    n = k
+    for i in range(k):
+        d, t = drafts[i], int(target_tokens[i])
+        if d != t:
+            if _repeats(history + [d]):
+                n = i
+                break
+            if not strict[i]:
+                loose += 1
+                all_wishes.append((start + i, t))
+            elif _shift_rescues(i, drafts, t, target_logits[i], start, all_wishes, shift_window, shift_top_k):
+                rescued += 1
+            else:
+                n = i
+                break
+        history.append(d)
+    # Keep the wishes the next round (starting at start + n + 1) can still reach.
+    recent = tuple(w for w in all_wishes if w[0] >= start + n + 1 - shift_window)
+    return Verdict(n, int(target_tokens[n]), loose, rescued, recent if shift_window else ())
+
+
+def _shift_rescues(
+    i: int,
+    drafts: list[int],
+    target_token: int,
+    target_row: torch.Tensor,  # [vocab]
+    start: int,
+    wishes: Sequence[tuple[int, int]],
+    window: int,
+    top_k: int,
+) -> bool:
+    """Whether the anchor mismatch at block position i is a right token slightly out of place."""
+    if window == 0:
+        return False
+    draft = drafts[i]
+    if draft not in target_row.topk(min(top_k, target_row.numel())).indices.tolist():
+        return False
+    nearby = drafts[max(0, i - window) : i] + drafts[i + 1 : i + 1 + window]
+    position = start + i
+    wanted_recently = any(token == draft and 0 < position - at <= window for at, token in wishes)
+    return target_token in nearby or wanted_recently
+
+
+def _repeats(tokens: list[int], longest: int = 4) -> bool:
+    """Whether `tokens` ends with a span of 1..longest tokens written twice in a row."""
+    for span in range(1, longest + 1):
+        if len(tokens) >= 2 * span and tokens[-span:] == tokens[-2 * span : -span]:
+            return True
+    return False

@@ -5,7 +5,8 @@ drives in-process workers and remote replicas. Autoregressive decoding (`ar`) is
 with no drafts: every round verifies zero tokens and emits the target's next one.
 
 Before the rounds, the target prefills (and, for SpecVLM, scores every video token); the draft
-then prefills with the video tokens `spec/prune.py` keeps.
+then prefills with the video tokens `spec/prune.py` keeps. For LVSpec the target also learns
+the loose rule at prefill and applies it in every verify; the loop itself is unchanged.
 
 One round:
     propose  draft continues the committed tokens with k guesses
@@ -20,10 +21,10 @@ import time
 from typing import AsyncIterator, Optional, Protocol
 
 from specvid.config import SpecConfig
-from specvid.errors import SessionLostError
+from specvid.errors import InvalidRequestError, SessionLostError
 from specvid.spec.accept import Verdict
 from specvid.spec.prune import select_video_tokens
-from specvid.spec.session import Commit, PrefillRequest, PrefillResult, Proposal, VideoKeep
+from specvid.spec.session import Commit, LooseVerification, PrefillRequest, PrefillResult, Proposal, VideoKeep
 from specvid.spec.stats import SpecStats
 
 
@@ -66,11 +67,16 @@ async def decode(
     use_draft = spec.method != "ar"
     if use_draft and drafter is None:
         raise ValueError(f"method {spec.method!r} needs a draft model")
+    if spec.loose and not request.sampling.greedy:
+        raise InvalidRequestError(
+            f"method {spec.method!r} verifies greedy decoding only; set temperature to 0 "
+            "(sampling is lossless with 'sd' and 'specvlm')"
+        )
     max_tokens = request.sampling.max_tokens
     rid = request.request_id
     draft, target = _Peer(), _Peer()
     started = time.perf_counter()
-    request = dataclasses.replace(request, score_video=spec.prunes_video)
+    request = dataclasses.replace(request, score_video=spec.prunes_video, loose=LooseVerification.of(spec))
     try:
         prefill = await verifier.prefill(request)
         stats.prompt_tokens, stats.video_tokens = prefill.prompt_tokens, prefill.video_tokens
@@ -111,7 +117,7 @@ async def decode(
                 lambda: verifier.verify(rid, target.commit(generated), proposal),
                 lambda: _restore(verifier.prefill(request), target, stats),
             )
-            stats.record_round(len(proposal.tokens), verdict.num_accepted)
+            stats.record_round(len(proposal.tokens), verdict.num_accepted, verdict.loose, verdict.rescued)
             pending = list(proposal.tokens[: verdict.num_accepted]) + [verdict.next_token]
     finally:
         await verifier.release(rid)

@@ -25,6 +25,24 @@ from specvid.spec.sampling import make_generator
 
 
 @dataclass(frozen=True)
+class LooseVerification:
+    """LVSpec's knobs, as the target worker applies them (see `SpecConfig` for each)."""
+
+    lam: float
+    top_n: int
+    shift_window: int
+    shift_top_k: int
+    relevance: str  # "embedding" | "attention" | "random"
+
+    @classmethod
+    def of(cls, spec) -> Optional["LooseVerification"]:
+        """The loose rule a `SpecConfig` asks for, or None for exact verification."""
+        if not spec.loose:
+            return None
+        return cls(spec.lam, spec.top_n, spec.shift_window, spec.shift_top_k, spec.relevance)
+
+
+@dataclass(frozen=True)
 class PrefillRequest:
     """Everything a worker needs to open a session."""
 
@@ -34,6 +52,7 @@ class PrefillRequest:
     prompt: str
     sampling: SamplingParams
     score_video: bool = False  # the target returns a score per video token (SpecVLM)
+    loose: Optional[LooseVerification] = None  # the target verifies loosely (LVSpec)
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,7 @@ class Session:
     generator: torch.Generator
     committed: list[int] = field(default_factory=list)  # generated tokens, as committed
     cached: list[int] = field(default_factory=list)  # generated tokens whose KV is cached
+    loose: Optional[object] = None  # the target's per-request LVSpec state (`spec/target.py`)
 
 
 class SessionStore:

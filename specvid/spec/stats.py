@@ -19,6 +19,8 @@ class SpecStats:
     accepted_per_position: list[int] = field(default_factory=list)
     drafted_per_position: list[int] = field(default_factory=list)
     rounds_by_accepted: list[int] = field(default_factory=list)  # entry i: rounds that accepted i
+    loose_accepts: int = 0  # LVSpec: accepted mismatches at non-strict positions
+    shift_rescues: int = 0  # LVSpec: accepted mismatches at strict positions, by the shift rule
     sessions_restored: int = 0
     prompt_tokens: int = 0
     video_tokens: int = 0  # in the target's context
@@ -30,11 +32,14 @@ class SpecStats:
     draft_prefill_s: float = 0.0
     decode_s: float = 0.0
 
-    def record_round(self, drafted: int, accepted: int) -> None:
-        """Count one verify round: `drafted` proposals, of which the first `accepted` kept."""
+    def record_round(self, drafted: int, accepted: int, loose: int = 0, rescued: int = 0) -> None:
+        """Count one verify round: `drafted` proposals, of which the first `accepted` kept
+        (`loose` of them loosely accepted and `rescued` by the shift rule)."""
         self.rounds += 1
         self.drafted += drafted
         self.accepted += accepted
+        self.loose_accepts += loose
+        self.shift_rescues += rescued
         _grow(self.drafted_per_position, drafted)
         _grow(self.accepted_per_position, accepted)
         for i in range(drafted):
@@ -60,6 +65,16 @@ class SpecStats:
         return after_first / self.decode_s if self.decode_s > 0 else 0.0
 
     @property
+    def loose_accepts_per_100(self) -> float:
+        """Loose accepts per 100 emitted tokens."""
+        return 100.0 * self.loose_accepts / self.emitted if self.emitted else 0.0
+
+    @property
+    def shift_rescues_per_100(self) -> float:
+        """Shift rescues per 100 emitted tokens."""
+        return 100.0 * self.shift_rescues / self.emitted if self.emitted else 0.0
+
+    @property
     def pruned_ratio(self) -> float:
         """Share of the video tokens left out of the draft's context."""
         if not self.video_tokens or not self.draft_video_tokens:
@@ -79,6 +94,8 @@ class SpecStats:
             decode_tokens_per_s=self.decode_tokens_per_s,
             total_s=self.total_s,
             pruned_ratio=self.pruned_ratio,
+            loose_accepts_per_100=self.loose_accepts_per_100,
+            shift_rescues_per_100=self.shift_rescues_per_100,
         )
         return out
 

@@ -116,3 +116,60 @@ def test_specvlm_equals_greedy_target(engines, family, pruning):
         assert out.token_ids == ar.token_ids, f"case {case}: pruning the draft changed the output"
         budget = round(out.stats.video_tokens * (1 - pruning.get("drop_rate", 0.9)))
         assert out.stats.draft_video_tokens == budget < out.stats.video_tokens
+
+
+LOOSE_RANKINGS = ("embedding", "attention", "random")
+
+
+def loose_request(case: int, method: str, k: int, max_tokens: int, **knobs):
+    body = request(case, method, k, max_tokens)
+    body["spec"].update(knobs)
+    return body
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("relevance", LOOSE_RANKINGS)
+def test_lvspec_with_nothing_loose_equals_sd(engines, family, relevance):
+    """lam = 0 (every position an anchor) with the shift rule off is exact verification."""
+    e = engines[family]
+    for case in range(6):
+        video = random_video(seed=300 + case)
+        k, max_tokens = DRAFT_LENGTHS[case % 5], MAX_TOKENS[(case + 2) % 7]
+        sd = e["random_draft"].generate(request(case, "sd", k, max_tokens), video)
+        exact = dict(lam=0.0, shift_window=0, relevance=relevance)
+        lv = e["random_draft"].generate(loose_request(case, "lvspec", k, max_tokens, **exact), video)
+        both = loose_request(case, "lvspec+specvlm", k, max_tokens, **exact)
+        pruned = e["random_draft"].generate(both, video)
+        specvlm = e["random_draft"].generate(request(case, "specvlm", k, max_tokens), video)
+        assert lv.token_ids == sd.token_ids, f"case {case}"
+        assert (lv.stats.rounds, lv.stats.accepted) == (sd.stats.rounds, sd.stats.accepted)
+        assert pruned.token_ids == specvlm.token_ids == sd.token_ids
+        assert lv.stats.loose_accepts == lv.stats.shift_rescues == pruned.stats.loose_accepts == 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lvspec_accepts_more_of_a_random_draft(engines, family):
+    """A random draft disagrees with the target almost everywhere: loose verification keeps some
+    of its tokens (more accepted per round, counted as loose accepts), exact verification not."""
+    e = engines[family]
+    sd_accepted = lv_accepted = loose = 0
+    for case in range(4):
+        video = random_video(seed=400 + case)
+        sd = e["random_draft"].generate(request(case, "sd", 5, 40), video)
+        lv = e["random_draft"].generate(loose_request(case, "lvspec", 5, 40, lam=0.9, shift_window=0), video)
+        sd_accepted += sd.stats.accepted
+        lv_accepted += lv.stats.accepted
+        loose += lv.stats.loose_accepts
+        assert lv.stats.loose_accepts + lv.stats.shift_rescues <= lv.stats.accepted
+    assert loose > 0 and lv_accepted > sd_accepted
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lvspec_self_draft_never_relaxes(engines, family):
+    """When the draft is the target, every token matches: nothing is loose, output is ar's."""
+    e = engines[family]
+    video = random_video(seed=500)
+    ar = e["ar"].generate(request(0, "ar", 5, 30), video)
+    own = e["self_draft"].generate(loose_request(0, "lvspec", 5, 30, lam=0.9, shift_window=3), video)
+    assert own.token_ids == ar.token_ids
+    assert own.stats.loose_accepts == own.stats.shift_rescues == 0
