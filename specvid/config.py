@@ -165,10 +165,11 @@ class SpecConfig(_Strict):
         5, ge=1, le=1000, description="lvspec: a rescued draft token must be among the target's top-k."
     )
     relevance: Relevance = Field(
-        "embedding",
-        description="lvspec: how positions are ranked. 'embedding': token-to-video embedding similarity; "
-        "'attention': the target's attention onto the video while verifying; 'random': the random "
-        "relaxation baseline (a random share lam of positions is loose, whatever the token).",
+        "attention",
+        description="lvspec: how positions are ranked. 'attention': the target's attention onto the video "
+        "while verifying (separates the zoo's anchors best, docs/decoding.md); 'embedding': token-to-video "
+        "embedding similarity; 'random': the random relaxation baseline (a random share lam of positions "
+        "is loose, whatever the token).",
     )
 
     @property

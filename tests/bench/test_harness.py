@@ -36,14 +36,17 @@ def bench_rows(random_models, tmp_path_factory):
     directory = tmp_path_factory.mktemp("bench")
     cases = zoo_cases(2, num_frames=8, size=112, directory=directory)
     engine = LocalEngine(target, draft, sources=SourceConfig(local_root=str(directory)))
-    methods = parse_methods("sd,specvlm,uniform", {"num_draft_tokens": 3, "drop_rate": 0.9})
+    methods = parse_methods(
+        "sd,specvlm,uniform,lvspec:lam=0.9:w=2,lvspec:lam=0:w=0", {"num_draft_tokens": 3, "drop_rate": 0.9}
+    )
     results = run_methods(engine, methods, cases, VideoSampling(num_frames=8, width=112, height=112), 12)
     return results, summarise(results, draft.kv_bytes_per_token)
 
 
 def test_rows_cover_every_method_with_ar_first(bench_rows):
     results, rows = bench_rows
-    assert [row["method"] for row in rows] == ["ar", "sd", "specvlm", "uniform"]
+    assert [row["method"] for row in rows] == ["ar", "sd", "specvlm", "uniform", "lvspec:lam=0.9:w=2",
+                                               "lvspec:lam=0:w=0"]  # fmt: skip
     assert all(len(r.runs) == 2 for r in results)
     assert all(CONTRACT - {"pair"} <= set(row) for row in rows)
 
@@ -57,6 +60,19 @@ def test_exact_methods_reproduce_ar_and_prune_the_draft(bench_rows):
     assert by_method["specvlm"]["draft_video_tokens"] == by_method["uniform"]["draft_video_tokens"] == 6
     assert by_method["specvlm"]["draft_kv_mb"] < by_method["sd"]["draft_kv_mb"]
     assert by_method["ar"]["decode_speedup"] == by_method["ar"]["e2e_speedup"] == 1.0
+
+
+def test_loose_rows_count_loose_accepts_per_100_tokens(bench_rows):
+    results, rows = bench_rows
+    by_method = {row["method"]: row for row in rows}
+    exact, loose = by_method["lvspec:lam=0:w=0"], by_method["lvspec:lam=0.9:w=2"]
+    assert exact["identical_to_ar"] == 1.0 and exact["loose_accepts_per_100"] == 0.0
+    assert by_method["sd"]["loose_accepts_per_100"] is None
+    runs = next(r for r in results if r.method.label == "lvspec:lam=0.9:w=2").runs
+    emitted = sum(run.stats.emitted for run in runs)
+    counted = sum(run.stats.loose_accepts for run in runs)
+    assert loose["loose_accepts_per_100"] == pytest.approx(100 * counted / emitted)
+    assert (loose["lam"], loose["shift_window"], loose["relevance"]) == (0.9, 2, "attention")
 
 
 def test_tau_and_histogram_count_the_same_rounds(bench_rows):

@@ -24,6 +24,20 @@ def test_names_knobs_aliases_and_defaults():
     assert (compact.draft_positions, compact.num_draft_tokens) == ("compact", 10)
 
 
+def test_lvspec_methods_knobs_and_the_random_baseline():
+    defaults = {**DEFAULTS, "lam": 0.7, "top_n": 10, "shift_window": 2}
+    text = "lvspec,lvspec+specvlm:lam=0.9:w=3,lvspec:rel=embedding:n=100,random:lam=0.5"
+    by_label = {m.label: m.spec for m in parse_methods(text, defaults)}
+    assert by_label["lvspec"].loose and not by_label["lvspec"].prunes_video
+    both = by_label["lvspec+specvlm:lam=0.9:w=3"]
+    assert both.loose and both.prunes_video and (both.lam, both.shift_window, both.drop_rate) == (0.9, 3, 0.9)
+    embedding = by_label["lvspec:rel=embedding:n=100"]
+    assert (embedding.relevance, embedding.top_n, embedding.lam) == ("embedding", 100, 0.7)
+    baseline = by_label["random:lam=0.5"]
+    assert (baseline.method, baseline.relevance) == ("lvspec", "random")
+    assert (baseline.shift_window, baseline.lam) == (0, 0.5)
+
+
 @pytest.mark.parametrize(
     "text, fragment",
     [
@@ -32,6 +46,8 @@ def test_names_knobs_aliases_and_defaults():
         ("specvlm:drop", "key=value"),
         ("specvlm:colour=red", "colour"),
         ("sd,sd", "repeats"),
+        ("lvspec:lam=1.5", "lam"),
+        ("lvspec:rel=oracle", "relevance"),
         (" , ", "no method"),
     ],
 )

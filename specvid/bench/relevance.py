@@ -1,0 +1,170 @@
+"""`specvid bench-relevance`: how well each LVSpec ranking finds the zoo's visual anchors.
+
+The zoo knows which words are anchors (`zoo/anchors.py`; each is one token of the zoo's
+tokenizer). Along the target's own greedy captions of held-out clips, the draft's greedy guess
+is taken at every position (teacher-forced, as in a verify block), so each position has the
+pair the rule sees: the target's token and the draft's. A position is an anchor position when
+either token is an anchor word. Each ranking scores each position as the rule does (embedding:
+the larger of the two tokens' relevance); then
+
+- AUROC: the chance a random anchor outscores a random filler (0.5 is no better than chance);
+- precision / recall at lam: cut the caption into blocks of k positions, mark the most relevant
+  ceil((1 - lam) k) of each block as anchors (the rule's `anchor_mask`): the share of marked
+  positions that are anchors, and the share of anchors marked;
+- strict recall: the share of anchors the full rule keeps strict (ranking, always-strict
+  classes, and word pieces together), i.e. the anchors a loose accept can never replace.
+
+The first token of a caption is left out: the attention ranking reads the query before a
+position, which for the first token is inside the prefill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from specvid.config import VideoLimits, VideoSampling
+from specvid.engine import LocalEngine, sampled_fps
+from specvid.models.adapter import VideoLLM
+from specvid.spec.accept import anchor_mask
+from specvid.spec.relevance import TokenRelevance, vocabulary_mean
+from specvid.spec.strict import TokenClasses, strict_positions
+from specvid.video import decode_video
+from specvid.zoo.anchors import anchor_words
+from specvid.zoo.shapesworld import encode_clip_mp4, make_clip, split_seeds
+
+
+@dataclass
+class Caption:
+    """One caption's positions after the first: the target's and the draft's tokens, whether
+    either is an anchor, and each ranking's scores."""
+
+    tokens: list[int]
+    drafts: list[int]
+    anchors: list[bool]
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)  # ranking -> [n]
+
+
+def ranking_names(top_ns: Sequence[int]) -> list[str]:
+    return [f"embedding N={n}" for n in top_ns] + ["attention", "random"]
+
+
+def score_captions(
+    target: VideoLLM,
+    draft: VideoLLM,
+    seeds: Iterable[int],
+    top_ns: Sequence[int],
+    max_tokens: int = 80,
+    progress: Callable[[], None] = lambda: None,
+) -> list[Caption]:
+    """The target's greedy caption of each clip, scored by every ranking."""
+    engine = LocalEngine(target)
+    anchor_ids = zoo_anchor_ids(target)
+    table = target.model.get_input_embeddings().weight
+    token_mean = vocabulary_mean(table)
+    generator = torch.Generator().manual_seed(0)
+    captions = []
+    for seed in seeds:
+        clip = make_clip(seed)
+        frames, size = clip.frames.shape[0], clip.frames.shape[2]
+        video = decode_video(encode_clip_mp4(clip), VideoSampling(num_frames=frames, width=size, height=size),
+                             VideoLimits())  # fmt: skip
+        request = {"video": "in-memory", "prompt": clip.caption_prompt, "spec": {"method": "ar"},
+                   "sampling": {"max_tokens": max_tokens}}  # fmt: skip
+        tokens = engine.generate(request, video).token_ids
+        if len(tokens) < 2:
+            continue
+        guesses = draft_guesses(draft, video, clip.caption_prompt, tokens)[1:]
+        is_anchor = [t in anchor_ids or d in anchor_ids for t, d in zip(tokens[1:], guesses)]
+        caption = Caption(tokens[1:], guesses, is_anchor)
+        prompt = target.build_prompt(video.frames, clip.caption_prompt, sampled_fps(video))
+        embeddings = target.video_embeddings(prompt)
+        ids, draft_ids = torch.tensor(caption.tokens), torch.tensor(guesses)
+        for n in top_ns:
+            relevance = TokenRelevance(table, token_mean, embeddings, n)
+            caption.scores[f"embedding N={n}"] = torch.maximum(relevance(ids), relevance(draft_ids))
+        state, _ = target.prefill(prompt)
+        _, mass = target.extend_with_video_mass(state, tokens[:-1], prompt.video_index)
+        caption.scores["attention"] = mass
+        caption.scores["random"] = torch.rand(len(caption.tokens), generator=generator)
+        captions.append(caption)
+        progress()
+    return captions
+
+
+def draft_guesses(draft: VideoLLM, video, prompt: str, tokens: list[int]) -> list[int]:
+    """The draft's greedy token at each position of the target's answer (teacher-forced)."""
+    prompt_d = draft.build_prompt(video.frames, prompt, sampled_fps(video))
+    state, first = draft.prefill(prompt_d)
+    logits = torch.cat([first[None], draft.extend(state, tokens[:-1])]) if len(tokens) > 1 else first[None]
+    return logits.argmax(-1).tolist()
+
+
+def zoo_anchor_ids(model: VideoLLM) -> frozenset[int]:
+    """Ids whose text, stripped of its leading space, is a zoo anchor word."""
+    texts = model.tokenizer.batch_decode([[i] for i in range(len(model.tokenizer))])
+    return frozenset(i for i, text in enumerate(texts) if text.strip() in anchor_words() or _is_number(text))
+
+
+def _is_number(text: str) -> bool:
+    return text.strip().isdigit()
+
+
+def separation(captions: Sequence[Caption], ranking: str, classes: TokenClasses, lam: float, k: int) -> dict:
+    """AUROC, precision and recall at lam, and strict recall of one ranking (module docstring)."""
+    hits = marked = anchors = anchors_strict = 0
+    anchor_scores, filler_scores = [], []
+    for caption in captions:
+        scores, truth = caption.scores[ranking], caption.anchors
+        anchor_scores += [float(s) for s, a in zip(scores, truth) if a]
+        filler_scores += [float(s) for s, a in zip(scores, truth) if not a]
+        for start in range(0, len(caption.tokens), k):
+            block = slice(start, start + k)
+            tokens, is_anchor = caption.tokens[block], truth[block]
+            mask = anchor_mask(scores[block], lam)
+            context = caption.tokens[max(0, start - 8) : start]
+            strict = strict_positions(classes, caption.drafts[block], tokens, mask, context)
+            marked += int(mask.sum())
+            hits += sum(bool(m) and a for m, a in zip(mask, is_anchor))
+            anchors += sum(is_anchor)
+            anchors_strict += sum(bool(s) and a for s, a in zip(strict, is_anchor))
+    return {
+        "ranking": ranking,
+        "auroc": auroc(anchor_scores, filler_scores),
+        "precision": hits / marked if marked else None,
+        "recall": hits / anchors if anchors else None,
+        "strict_recall": anchors_strict / anchors if anchors else None,
+        "anchors": anchors,
+        "positions": sum(len(c.tokens) for c in captions),
+    }
+
+
+def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
+    """P(a random positive scores above a random negative), ties counting half."""
+    if not positives or not negatives:
+        return None
+    pos, neg = torch.tensor(positives), torch.tensor(negatives)
+    above = (pos[:, None] > neg[None, :]).float().sum() + 0.5 * (pos[:, None] == neg[None, :]).float().sum()
+    return float(above / (len(positives) * len(negatives)))
+
+
+def relevance_rows(
+    target: VideoLLM,
+    draft: VideoLLM,
+    clips: int,
+    top_ns: Sequence[int],
+    lams: Sequence[float],
+    k: int,
+    progress: Callable[[], None] = lambda: None,
+) -> list[dict]:
+    """One row per ranking and lam over `clips` held-out clips."""
+    captions = score_captions(target, draft, split_seeds("eval", clips), top_ns, progress=progress)
+    special = target.special_token_ids | target.eos_token_ids
+    classes = TokenClasses.from_tokenizer(target.tokenizer, target.vocab_size, special)
+    rows = []
+    for ranking in ranking_names(top_ns):
+        for lam in lams:
+            rows.append({**separation(captions, ranking, classes, lam, k), "lam": lam, "k": k})
+    return rows
