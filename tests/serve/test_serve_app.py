@@ -26,7 +26,7 @@ def request_for(app, seed: int, method: str, max_tokens: int = 24, **spec) -> di
     }
 
 
-@pytest.mark.parametrize("method", ["ar", "sd", "specvlm"])
+@pytest.mark.parametrize("method", ["ar", "sd", "specvlm", "lvspec+specvlm"])
 def test_handle_generate_equals_local_engine(app, local, method):
     request = request_for(app, 1, method)
     expected = local.generate(request)
@@ -37,6 +37,7 @@ def test_handle_generate_equals_local_engine(app, local, method):
     if method != "ar":
         assert got["stats"]["rounds"] == expected.stats.rounds
         assert got["stats"]["draft_video_tokens"] == expected.stats.draft_video_tokens
+        assert got["stats"]["loose_accepts"] == expected.stats.loose_accepts
 
 
 def test_handle_stream_equals_local_engine(app, local):
@@ -129,6 +130,11 @@ def test_healthz(app):
         ({"video": "{clip}", "prompt": ""}, 400, "invalid_request"),
         ({"video": "{clip}", "prompt": "hi", "sampling": {"max_tokens": 0}}, 400, "invalid_request"),
         ({"prompt": "hi"}, 400, "invalid_request"),
+        (
+            {"video": "{clip}", "prompt": "hi", "spec": {"method": "lvspec"}, "sampling": {"temperature": 1}},
+            400,
+            "invalid_request",
+        ),
     ],
 )
 def test_bad_native_requests_get_json_errors(app, body, status, code):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from specvid.engine import LocalEngine
+from specvid.errors import InvalidRequestError
 from tests.helpers import FAMILIES, random_video
 
 CASES = 20
@@ -173,3 +174,10 @@ def test_lvspec_self_draft_never_relaxes(engines, family):
     own = e["self_draft"].generate(loose_request(0, "lvspec", 5, 30, lam=0.9, shift_window=3), video)
     assert own.token_ids == ar.token_ids
     assert own.stats.loose_accepts == own.stats.shift_rescues == 0
+
+
+def test_lvspec_with_sampling_is_a_clear_error(engines):
+    body = loose_request(0, "lvspec", 5, 10)
+    body["sampling"]["temperature"] = 0.8
+    with pytest.raises(InvalidRequestError, match="greedy decoding only"):
+        engines["qwen"]["random_draft"].generate(body, random_video(seed=1))
