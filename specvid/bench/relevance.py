@@ -7,7 +7,9 @@ pair the rule sees: the target's token and the draft's. A position is an anchor 
 either token is an anchor word. Each ranking scores each position as the rule does (embedding:
 the larger of the two tokens' relevance); then
 
-- AUROC: the chance a random anchor outscores a random filler (0.5 is no better than chance);
+- AUROC: the chance a random anchor outscores a random filler (0.5 is no better than chance),
+  over all positions and over the mismatches alone (d != t: the only positions the rule's
+  choice changes anything at);
 - precision / recall at lam: cut the caption into blocks of k positions, mark the most relevant
   ceil((1 - lam) k) of each block as anchors (the rule's `anchor_mask`): the share of marked
   positions that are anchors, and the share of anchors marked;
@@ -115,11 +117,14 @@ def _is_number(text: str) -> bool:
 def separation(captions: Sequence[Caption], ranking: str, classes: TokenClasses, lam: float, k: int) -> dict:
     """AUROC, precision and recall at lam, and strict recall of one ranking (module docstring)."""
     hits = marked = anchors = anchors_strict = 0
-    anchor_scores, filler_scores = [], []
+    anchor_scores, filler_scores, mismatch_anchor, mismatch_filler = [], [], [], []
     for caption in captions:
         scores, truth = caption.scores[ranking], caption.anchors
         anchor_scores += [float(s) for s, a in zip(scores, truth) if a]
         filler_scores += [float(s) for s, a in zip(scores, truth) if not a]
+        differs = [t != d for t, d in zip(caption.tokens, caption.drafts)]
+        mismatch_anchor += [float(s) for s, a, x in zip(scores, truth, differs) if a and x]
+        mismatch_filler += [float(s) for s, a, x in zip(scores, truth, differs) if x and not a]
         for start in range(0, len(caption.tokens), k):
             block = slice(start, start + k)
             tokens, is_anchor = caption.tokens[block], truth[block]
@@ -133,6 +138,8 @@ def separation(captions: Sequence[Caption], ranking: str, classes: TokenClasses,
     return {
         "ranking": ranking,
         "auroc": auroc(anchor_scores, filler_scores),
+        "auroc_mismatch": auroc(mismatch_anchor, mismatch_filler),
+        "mismatches": len(mismatch_anchor) + len(mismatch_filler),
         "precision": hits / marked if marked else None,
         "recall": hits / anchors if anchors else None,
         "strict_recall": anchors_strict / anchors if anchors else None,

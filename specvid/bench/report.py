@@ -127,4 +127,5 @@ def _tradeoff_series(row: dict) -> str:
     pruned = "+specvlm" if "specvlm" in row["method"] else ""
     if row["relevance"] == "random":
         return f"random relaxation{pruned}"
-    return f"{row['relevance']} relevance{pruned}, N={row['top_n']}, w={row['shift_window']}"
+    size = f", N={row['top_n']}" if row["relevance"] == "embedding" else ""
+    return f"{row['relevance']} relevance{pruned}{size}, w={row['shift_window']}"
