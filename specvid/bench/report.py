@@ -82,10 +82,7 @@ def plot(path: Path, rows: Sequence[dict], title: Optional[str] = None) -> None:
         hist.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_tradeoff(path: Path, rows: Sequence[dict], title: Optional[str] = None) -> None:
@@ -116,10 +113,7 @@ def plot_tradeoff(path: Path, rows: Sequence[dict], title: Optional[str] = None)
         ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _tradeoff_series(row: dict) -> str:
@@ -129,3 +123,12 @@ def _tradeoff_series(row: dict) -> str:
         return f"random relaxation{pruned}"
     size = f", N={row['top_n']}" if row["relevance"] == "embedding" else ""
     return f"{row['relevance']} relevance{pruned}{size}, w={row['shift_window']}"
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
