@@ -175,3 +175,21 @@ def relevance_rows(
         for lam in lams:
             rows.append({**separation(captions, ranking, classes, lam, k), "lam": lam, "k": k})
     return rows
+
+
+def format_relevance(rows: Sequence[dict]) -> str:
+    """The terminal table of `relevance_rows`, with the counts it rests on."""
+    first = rows[0]
+    lines = [
+        f"{first['positions']} positions, {first['anchors']} anchors, {first['mismatches']} mismatches",
+        "",
+        f"{'ranking':<16} {'lam':>4} {'AUROC':>6} {'AUROC mismatch':>14} {'precision':>9} {'recall':>6} "
+        f"{'strict recall':>13}",
+    ]
+    lines.append("-" * len(lines[-1]))
+    for r in rows:
+        lines.append(
+            f"{r['ranking']:<16} {r['lam']:>4.1f} {r['auroc']:>6.3f} {r['auroc_mismatch']:>14.3f} "
+            f"{r['precision']:>9.3f} {r['recall']:>6.3f} {r['strict_recall']:>13.3f}"
+        )
+    return "\n".join(lines)

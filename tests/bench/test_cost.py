@@ -11,17 +11,15 @@ import math
 import pytest
 import torch
 
-from specvid.bench.cost import (
+from specvid.bench.cost import CostConfig, Timing, run_cost
+from specvid.bench.cost_report import ideal_speedup
+from specvid.bench.real_models import (
     REGISTRY,
-    CostConfig,
-    Timing,
     build_skeleton,
     check_fits,
     estimate_memory,
     full_depth_parameters,
-    ideal_speedup,
     resolve_pair,
-    run_cost,
 )
 from specvid.cli import main
 from specvid.errors import InvalidRequestError, TooLargeError

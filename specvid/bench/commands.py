@@ -1,0 +1,205 @@
+"""The `specvid bench`, `bench-relevance` and `bench-cost` commands (docs/bench.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from specvid.cli_options import (
+    DEFAULT_DRAFT,
+    DEFAULT_TARGET,
+    add_loose_args,
+    engine_from_args,
+    loose_knobs,
+    zoo_pair_names,
+)
+
+
+def register(commands, add) -> None:
+    """Add the three bench commands to `commands` with the CLI's `add(commands, name, help, args, run)`."""
+    add(commands, "bench", "compare decoding methods on zoo clips or a dataset", _add_bench_args, run_bench)
+    add(commands, "bench-relevance", "how well LVSpec's rankings find the zoo's anchors", _add_relevance_args,
+        run_bench_relevance)
+    add(commands, "bench-cost", "real-size costs, random weights", _add_bench_cost_args, run_bench_cost)
+
+
+def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pair", default=None, help="zoo pair (qwen-tiny, llava-tiny), for --target/--draft")
+    p.add_argument("--target", default=DEFAULT_TARGET, help="target model: built-in name, path or HF id")
+    p.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model: built-in name, path or HF id")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--methods",
+        default="ar,sd,specvlm",
+        help="comma-separated methods, knobs after colons: e.g. sd,specvlm:drop=0.5,uniform (docs/bench.md)",
+    )
+    p.add_argument("--clips", type=int, default=20, help="held-out zoo clips (or dataset rows) to run")
+    p.add_argument("--dataset", default=None, help="JSON lines of {video, prompt} instead of zoo clips")
+    p.add_argument("--num-draft-tokens", "-k", type=int, default=5, help="default k of every method")
+    p.add_argument("--drop-rate", type=float, default=0.9, help="default specvlm drop rate")
+    add_loose_args(p)
+    p.add_argument("--frames", type=int, default=8, help="frames per video (more frames, more video tokens)")
+    p.add_argument("--size", type=int, default=112, help="frame width and height before model rounding")
+    p.add_argument("--max-tokens", type=int, default=80)
+    p.add_argument("--json", default=None, help="write {meta, rows} here")
+    p.add_argument("--plot", default=None, help="write a PNG of speedups, tau and accepted-length histograms")
+    p.add_argument("--tradeoff-plot", default=None, help="write a PNG of retention against tau (lvspec)")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from specvid.bench.cases import dataset_cases, zoo_cases
+    from specvid.bench.harness import run_methods, summarise
+    from specvid.bench.methods import parse_methods
+    from specvid.bench.report import format_table, plot, plot_tradeoff, write_json
+    from specvid.config import VideoSampling
+
+    if args.pair is not None:
+        args.target, args.draft = zoo_pair_names(args.pair)
+    defaults = {"num_draft_tokens": args.num_draft_tokens, "drop_rate": args.drop_rate, **loose_knobs(args)}
+    methods = parse_methods(args.methods, defaults)
+    torch.set_num_threads(os.cpu_count() or 1)
+    sampling = VideoSampling(num_frames=args.frames, width=args.size, height=args.size)
+    with tempfile.TemporaryDirectory(prefix="specvid-bench-") as tmp:
+        if args.dataset:
+            cases, root = dataset_cases(Path(args.dataset), args.clips), "/"
+        else:
+            cases, root = zoo_cases(args.clips, args.frames, args.size, Path(tmp)), tmp
+        engine = engine_from_args(args, "sd", local_root=root)
+        total = (len(methods) + ("ar" not in [m.label for m in methods])) * len(cases)
+        with tqdm(total=total, desc="bench", unit="run") as bar:
+            results = run_methods(
+                engine, methods, cases, sampling, args.max_tokens, lambda label: _advance(bar, label)
+            )
+    rows = summarise(results, engine.draft.kv_bytes_per_token)
+    name = args.pair or f"{args.target}+{args.draft}"
+    for row in rows:
+        row["pair"] = name
+    print(f"\n{name}: {len(cases)} {'rows' if args.dataset else 'zoo clips'}, {args.frames} frames, "
+          f"max {args.max_tokens} tokens\n")
+    print(format_table(rows))
+    meta = {
+        "pair": name,
+        "target": args.target,
+        "draft": args.draft,
+        "clips": len(cases),
+        "frames": args.frames,
+        "size": args.size,
+        "max_tokens": args.max_tokens,
+        "dataset": args.dataset,
+        "threads": torch.get_num_threads(),
+    }
+    if args.json:
+        write_json(Path(args.json), rows, meta)
+    if args.plot:
+        plot(Path(args.plot), rows, title=f"{name}, {len(cases)} clips, {args.frames} frames")
+    if args.tradeoff_plot:
+        title = f"{name}, {len(cases)} clips, {args.frames} frames"
+        plot_tradeoff(Path(args.tradeoff_plot), rows, title=title)
+    return 0
+
+
+def _advance(bar, label: str) -> None:
+    bar.set_postfix_str(label)
+    bar.update()
+
+
+def _add_relevance_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pair", default="qwen-tiny", help="zoo pair measured (its target and draft)")
+    p.add_argument("--clips", type=int, default=30, help="held-out clips (the target's captions)")
+    p.add_argument("--top-n", default="1,10,100", help="comma-separated N of the embedding ranking")
+    p.add_argument("--lam", default="0.5,0.7,0.9", help="comma-separated lam of the precision/recall cut")
+    p.add_argument("--num-draft-tokens", "-k", type=int, default=10, help="block length of the cut")
+    p.add_argument("--json", default=None, help="write {meta, rows} here")
+
+
+def run_bench_relevance(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from specvid.bench.relevance import format_relevance, relevance_rows
+    from specvid.bench.report import write_json
+    from specvid.models.loader import load_model
+
+    target, draft = (load_model(name) for name in zoo_pair_names(args.pair))
+    top_ns = [int(n) for n in args.top_n.split(",")]
+    lams = [float(x) for x in args.lam.split(",")]
+    with tqdm(total=args.clips, desc="captions", unit="clip") as bar:
+        rows = relevance_rows(target, draft, args.clips, top_ns, lams, args.num_draft_tokens, bar.update)
+    print(f"\n{args.pair}: {args.clips} clips, blocks of {args.num_draft_tokens}\n")
+    print(format_relevance(rows))
+    if args.json:
+        meta = {"pair": args.pair, "clips": args.clips, "k": args.num_draft_tokens}
+        write_json(Path(args.json), rows, meta)
+    return 0
+
+
+def _add_bench_cost_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pair", default="qwen", choices=["qwen", "llava"],
+                   help="qwen: Qwen2.5-VL-32B target, 7B draft; llava: LLaVA-OneVision-72B target, 7B draft")
+    models = "qwen2.5-vl-7b, qwen2.5-vl-32b, qwen2.5-vl-72b, llava-ov-7b, llava-ov-72b"
+    p.add_argument("--target", default=None, help=f"overrides the pair's target: {models}")
+    p.add_argument("--draft", default=None, help=f"overrides the pair's draft: {models}")
+    p.add_argument("--device", default=None, help="default: cuda if a GPU is visible, else cpu")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="default: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--layers", type=int, default=None,
+                   help="decoder layers built per model (default: all on cuda, 2 on cpu); "
+                        "figures are then also scaled to full depth")
+    p.add_argument("--frames", type=int, default=64, help="video frames in the context")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per figure (default: 5 cuda, 3 cpu)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 2 cuda, 1 cpu)")
+    p.add_argument("--memory-limit", type=float, default=None, help="GiB the run may use (default: all free)")
+    p.add_argument("--json", default=None, help="write {meta, rows} here")
+
+
+def run_bench_cost(args: argparse.Namespace) -> int:
+    """Real-size target and draft with random weights: decode, verify, pruned prefill, KV (docs/bench.md)."""
+    from pathlib import Path
+
+    import torch
+    from pydantic import ValidationError
+
+    from specvid.bench.cost import CostConfig, run_cost
+    from specvid.bench.cost_report import format_report
+    from specvid.bench.real_models import resolve_pair
+    from specvid.bench.report import write_json
+
+    target, draft = resolve_pair(args.pair, args.target, args.draft)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = device.startswith("cuda")
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        cfg = CostConfig(
+            target=target,
+            draft=draft,
+            device=device,
+            dtype=args.dtype or ("bfloat16" if on_gpu else "float32"),
+            layers=args.layers if args.layers is not None else (None if on_gpu else 2),
+            frames=args.frames,
+            repeats=args.repeats if args.repeats is not None else (5 if on_gpu else 3),
+            warmup=args.warmup if args.warmup is not None else (2 if on_gpu else 1),
+            memory_limit=None if args.memory_limit is None else int(args.memory_limit * 2**30),
+        )
+    except ValidationError as e:
+        first = e.errors()[0]
+        print(f"error: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", file=sys.stderr)
+        return 2
+    try:
+        report = run_cost(cfg, progress=lambda message: print(message, file=sys.stderr, flush=True))
+    except torch.cuda.OutOfMemoryError as e:
+        reason = str(e).splitlines()[0] if str(e) else "out of memory"
+        print(f"error: the device ran out of memory ({reason}); pass a smaller --layers", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json:
+        write_json(Path(args.json), report["rows"], report["meta"])
+    return 0
