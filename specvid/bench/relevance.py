@@ -27,15 +27,14 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from specvid.config import VideoLimits, VideoSampling
 from specvid.engine import LocalEngine, sampled_fps
 from specvid.models.adapter import VideoLLM
 from specvid.spec.accept import anchor_mask
 from specvid.spec.relevance import TokenRelevance, vocabulary_mean
 from specvid.spec.strict import TokenClasses, strict_positions
-from specvid.video import decode_video
 from specvid.zoo.anchors import anchor_words
-from specvid.zoo.shapesworld import encode_clip_mp4, make_clip, split_seeds
+from specvid.zoo.evaluate import clip_video, draft_guesses
+from specvid.zoo.shapesworld import make_clip, split_seeds
 
 
 @dataclass
@@ -70,9 +69,7 @@ def score_captions(
     captions = []
     for seed in seeds:
         clip = make_clip(seed)
-        frames, size = clip.frames.shape[0], clip.frames.shape[2]
-        video = decode_video(encode_clip_mp4(clip), VideoSampling(num_frames=frames, width=size, height=size),
-                             VideoLimits())  # fmt: skip
+        video = clip_video(clip)
         request = {"video": "in-memory", "prompt": clip.caption_prompt, "spec": {"method": "ar"},
                    "sampling": {"max_tokens": max_tokens}}  # fmt: skip
         tokens = engine.generate(request, video).token_ids
@@ -87,21 +84,13 @@ def score_captions(
         for n in top_ns:
             relevance = TokenRelevance(table, token_mean, embeddings, n)
             caption.scores[f"embedding N={n}"] = torch.maximum(relevance(ids), relevance(draft_ids))
-        state, _ = target.prefill(prompt)
+        state, _ = target.prefill(prompt, video_embeddings=embeddings)  # the tower ran once above
         _, mass = target.extend_with_video_mass(state, tokens[:-1], prompt.video_index)
         caption.scores["attention"] = mass
         caption.scores["random"] = torch.rand(len(caption.tokens), generator=generator)
         captions.append(caption)
         progress()
     return captions
-
-
-def draft_guesses(draft: VideoLLM, video, prompt: str, tokens: list[int]) -> list[int]:
-    """The draft's greedy token at each position of the target's answer (teacher-forced)."""
-    prompt_d = draft.build_prompt(video.frames, prompt, sampled_fps(video))
-    state, first = draft.prefill(prompt_d)
-    logits = torch.cat([first[None], draft.extend(state, tokens[:-1])]) if len(tokens) > 1 else first[None]
-    return logits.argmax(-1).tolist()
 
 
 def zoo_anchor_ids(model: VideoLLM) -> frozenset[int]:

@@ -43,16 +43,21 @@ def _ask(engine: LocalEngine, video: DecodedVideo, prompt: str, method: str, k: 
     return engine.generate(request, video)
 
 
+def draft_guesses(draft: VideoLLM, video: DecodedVideo, prompt: str, tokens: list[int]) -> list[int]:
+    """The draft's greedy token at each position of `tokens` (teacher-forced on them)."""
+    prompt_d = draft.build_prompt(video.frames, prompt, sampled_fps(video))
+    state, first = draft.prefill(prompt_d)
+    logits = torch.cat([first[None], draft.extend(state, tokens[:-1])]) if len(tokens) > 1 else first[None]
+    return logits.argmax(-1).tolist()
+
+
 def draft_agreement(
     target: VideoLLM, draft: VideoLLM, video: DecodedVideo, prompt: str, tokens: list[int]
 ) -> list[tuple[bool, bool]]:
     """Per position of the target's answer: (draft's greedy token == target's, is anchor)."""
     if not tokens:
         return []
-    prompt_d = draft.build_prompt(video.frames, prompt, sampled_fps(video))
-    state, first = draft.prefill(prompt_d)
-    logits = torch.cat([first[None], draft.extend(state, tokens[:-1])]) if len(tokens) > 1 else first[None]
-    guesses = logits.argmax(-1).tolist()
+    guesses = draft_guesses(draft, video, prompt, tokens)
     text, offsets = _offsets(target, tokens)
     anchors = token_anchor_mask(text, offsets)
     return [(g == t, a) for g, t, a in zip(guesses, tokens, anchors)]
