@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+from copy import deepcopy as copy_module
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -254,11 +255,17 @@ def _probe_loss(probe: TokenProbe, grids: list, rows: list[dict], seeds: list[in
     return probe.loss(features, labels)
 
 
+# Shipped weights are stored in bfloat16, half the bytes of float32; the loader casts them to
+# the dtype a ModelSpec asks for (float32 by default), so decoding still runs in float32.
+EXPORT_DTYPE = torch.bfloat16
+
+
 def export(model, tokenizer, out: Path) -> Path:
-    """Write a transformers checkpoint directory (config, safetensors, tokenizer)."""
+    """Write a transformers checkpoint directory (config, bfloat16 safetensors, tokenizer)."""
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
-    model.save_pretrained(out, safe_serialization=True)
+    copy = copy_module(model).to(EXPORT_DTYPE)  # the trained model itself stays float32
+    copy.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
 
