@@ -155,8 +155,12 @@ def _add_bench_cost_args(p: argparse.ArgumentParser) -> None:
                    help="decoder layers built per model (default: all on cuda, 2 on cpu); "
                         "figures are then also scaled to full depth")
     p.add_argument("--frames", type=int, default=64, help="video frames in the context")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per figure (default: 5 cuda, 3 cpu)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 2 cuda, 1 cpu)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per figure (default: 20 cuda, 3 cpu)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 5 cuda, 1 cpu)")
+    p.add_argument("--clock", default="wall", choices=["wall", "gpu-busy"],
+                   help="wall: wall time, kernel-launch gaps included; gpu-busy (GPU only): summed kernel "
+                        "time, what a launch-free engine (CUDA graphs) would see")
     p.add_argument("--memory-limit", type=float, default=None, help="GiB the run may use (default: all free)")
     p.add_argument("--json", default=None, help="write {meta, rows} here")
 
@@ -185,8 +189,9 @@ def run_bench_cost(args: argparse.Namespace) -> int:
             dtype=args.dtype or ("bfloat16" if on_gpu else "float32"),
             layers=args.layers if args.layers is not None else (None if on_gpu else 2),
             frames=args.frames,
-            repeats=args.repeats if args.repeats is not None else (5 if on_gpu else 3),
-            warmup=args.warmup if args.warmup is not None else (2 if on_gpu else 1),
+            repeats=args.repeats if args.repeats is not None else (20 if on_gpu else 3),
+            warmup=args.warmup if args.warmup is not None else (5 if on_gpu else 1),
+            clock=args.clock,
             memory_limit=None if args.memory_limit is None else int(args.memory_limit * 2**30),
         )
     except ValidationError as e:

@@ -52,23 +52,54 @@ Progress = Callable[[str], None]
 # ---- timing -------------------------------------------------------------------------------------
 
 
-def median_seconds(call: Callable[[], object], reset: Callable[[], object], repeats: int, warmup: int,
-                   device: torch.device) -> float:
-    """Median wall time of `call` over `repeats` runs after `warmup` runs; `reset` runs untimed after each.
+Clock = Literal["wall", "gpu-busy"]
 
-    On a GPU the clock is read only after the device has finished (synchronize on both sides).
+
+def median_seconds(call: Callable[[], object], reset: Callable[[], object], repeats: int, warmup: int,
+                   device: torch.device, clock: Clock = "wall") -> float:
+    """Median time of `call` over `repeats` runs after `warmup` runs; `reset` runs untimed after each.
+
+    `wall`: wall time; on a GPU the clock is read only after the device has finished (synchronize
+    on both sides), so it includes the host's kernel-launch gaps. `gpu-busy`: the summed duration
+    of the kernels the call ran (the profiler's device trace), i.e. the time left once launch
+    overhead is gone, as with CUDA graphs in a serving engine.
     """
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    measure = _gpu_busy_seconds if clock == "gpu-busy" else _wall_seconds
     times = []
     for i in range(warmup + repeats):
-        sync()
-        start = time.perf_counter()
-        call()
-        sync()
+        seconds = measure(call, device)
         if i >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(seconds)
         reset()
     return statistics.median(times)
+
+
+def _wall_seconds(call: Callable[[], object], device: torch.device) -> float:
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    call()
+    sync()
+    return time.perf_counter() - start
+
+
+def _gpu_busy_seconds(call: Callable[[], object], device: torch.device) -> float:
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize(device)
+    return device_busy_seconds(prof.events())
+
+
+def device_busy_seconds(events) -> float:
+    """Seconds of device work in a profiler trace: the self device time of every device event.
+
+    Kernels of one stream never overlap, so their sum is the time the device was busy.
+    """
+    return sum(getattr(e, "self_device_time_total", 0) for e in events
+               if e.device_type != torch.autograd.DeviceType.CPU) / 1e6
 
 
 @dataclass(frozen=True)
@@ -141,7 +172,7 @@ def crop_to(cache, length: int) -> None:
         cache.crop(-extra)
 
 
-def block_timer(fwd: Forwards, context: int, n: int, repeats: int, warmup: int,
+def block_timer(fwd: Forwards, context: int, n: int, cfg: "CostConfig",
                 kv: dict[int, int]) -> Callable[[], float]:
     """Times one forward of n new tokens after `context` cached ones (n = 1: decode, k+1: verify).
 
@@ -156,15 +187,13 @@ def block_timer(fwd: Forwards, context: int, n: int, repeats: int, warmup: int,
         return median_seconds(
             lambda: fwd.forward(embeds, context, cache, keep=n),
             lambda: crop_to(cache, context),
-            repeats, warmup, fwd.device,
+            cfg.repeats, cfg.warmup, fwd.device, cfg.clock,
         )
 
     return run
 
 
-def prefill_timer(
-    fwd: Forwards, tokens: int, repeats: int, warmup: int, kv: dict[int, int]
-) -> Callable[[], float]:
+def prefill_timer(fwd: Forwards, tokens: int, cfg: "CostConfig", kv: dict[int, int]) -> Callable[[], float]:
     """Times a fresh prefill of `tokens` embeddings (video + prompt), keeping the last logits only.
 
     The first prefill that writes a cache records its size in `kv[tokens]`.
@@ -184,7 +213,7 @@ def prefill_timer(
         if tokens not in kv and cache.get_seq_length():
             kv[tokens] = cache_bytes(cache)
 
-    return lambda: median_seconds(call, reset, repeats, warmup, fwd.device)
+    return lambda: median_seconds(call, reset, cfg.repeats, cfg.warmup, fwd.device, cfg.clock)
 
 
 def time_plan(model, plan: dict[str, Callable[[], float]], truncated: bool,
@@ -223,6 +252,7 @@ class CostConfig(BaseModel):
     taus: tuple[float, ...] = Field((1.5, 3.28, 5.0, 7.76), description="mean accepted lengths to evaluate")
     repeats: int = Field(3, ge=1, description="timed runs per figure (the median is reported)")
     warmup: int = Field(1, ge=0, description="untimed runs before them")
+    clock: Clock = Field("wall", description="wall: wall time; gpu-busy: summed kernel time (GPU only)")
     memory_limit: Optional[int] = Field(None, ge=0, description="bytes the run may use; None: what is free")
     seed: int = 0
 
@@ -284,6 +314,8 @@ def run_cost(cfg: CostConfig, progress: Progress = lambda message: None) -> dict
     device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidRequestError("--device cuda asked for, but torch sees no GPU")
+    if cfg.clock == "gpu-busy" and device.type != "cuda":
+        raise InvalidRequestError("--clock gpu-busy reads the GPU's kernel trace; it needs --device cuda")
     if draft_spec.family != target_spec.family:
         raise InvalidRequestError("target and draft must share a family (they read the same video tokens)")
     ctx = context_of(target_spec, cfg)
@@ -310,9 +342,9 @@ def _measure_target(spec, layers, ctx: Context, cfg: CostConfig, device, dtype, 
     model = build_model(spec, layers, device, dtype, cfg.seed)
     fwd = Forwards(model, spec.family, device, dtype, cfg.seed)
     kv: dict[int, int] = {}
-    plan = {"decode": block_timer(fwd, ctx.full, 1, cfg.repeats, cfg.warmup, kv)}
+    plan = {"decode": block_timer(fwd, ctx.full, 1, cfg, kv)}
     for k in cfg.draft_tokens:
-        plan[f"verify k={k}"] = block_timer(fwd, ctx.full, k + 1, cfg.repeats, cfg.warmup, kv)
+        plan[f"verify k={k}"] = block_timer(fwd, ctx.full, k + 1, cfg, kv)
     timings = time_plan(model, plan, layers < spec.text.layers, say)
     del model, fwd, plan
     _release(device)
@@ -329,9 +361,9 @@ def _measure_draft(spec, layers, ctx: Context, cfg: CostConfig, device, dtype, p
     kv: dict[int, int] = {}  # from real prefills: the figures reported
     plan = {}
     for label, length in (("full", ctx.full), ("pruned", ctx.pruned)):
-        plan[f"decode {label}"] = block_timer(fwd, length, 1, cfg.repeats, cfg.warmup, decode_kv)
+        plan[f"decode {label}"] = block_timer(fwd, length, 1, cfg, decode_kv)
     for label, length in (("full", ctx.full), ("pruned", ctx.pruned)):
-        plan[f"prefill {label}"] = prefill_timer(fwd, length, cfg.repeats, cfg.warmup, kv)
+        plan[f"prefill {label}"] = prefill_timer(fwd, length, cfg, kv)
     timings = time_plan(model, plan, layers < spec.text.layers, say)
     del model, fwd, plan
     _release(device)

@@ -158,6 +158,7 @@ def _meta(cfg: CostConfig, device: torch.device, ctx: Context, target: Measured,
         "context_pruned": ctx.pruned,
         "repeats": cfg.repeats,
         "warmup": cfg.warmup,
+        "clock": cfg.clock,
         "target": model_meta(target, "target"),
         "draft": model_meta(draft, "draft"),
         "weights": "random N(0, 0.02); vision tower and token embeddings not materialised (inputs_embeds)",
@@ -178,6 +179,11 @@ def device_name(device: torch.device) -> str:
 
 
 # ---- terminal output ----------------------------------------------------------------------------
+
+CLOCKS = {
+    "wall": "wall clock (kernel-launch gaps included)",
+    "gpu-busy": "GPU busy time (summed kernel time: launch gaps excluded)",
+}
 
 COST_COLUMNS = (
     ("quantity", lambda r: r["quantity"]),
@@ -221,7 +227,7 @@ def format_report(report: dict) -> str:
         f"built depth: target {t['layers']} of {t['full_layers']} layers, draft {d['layers']} of "
         f"{d['full_layers']}; {meta['frames']} frames = {meta['video_tokens']} video tokens "
         f"(draft keeps {meta['kept_video_tokens']}) + {meta['prompt_tokens']} prompt tokens; "
-        f"median of {meta['repeats']} runs",
+        f"median of {meta['repeats']} runs, {CLOCKS[meta.get('clock', 'wall')]}",
     ]
     if scaled:
         header.append("* scaled: depth-independent part + per-layer part x full / built layers")

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from specvid.bench.cost import CostConfig, Timing, run_cost
+from specvid.bench.cost import CostConfig, Timing, device_busy_seconds, run_cost
 from specvid.bench.cost_report import ideal_speedup
 from specvid.bench.real_models import (
     REGISTRY,
@@ -89,6 +89,7 @@ def test_a_one_layer_run_gives_positive_finite_figures_and_json(tmp_path, capsys
     report = json.loads(path.read_text())
     meta, rows = report["meta"], report["rows"]
     assert (meta["device_type"], meta["dtype"], meta["torch"]) == ("cpu", "float32", torch.__version__)
+    assert meta["clock"] == "wall"
     assert (meta["target"]["layers"], meta["target"]["full_layers"]) == (1, 28)
     assert (meta["video_tokens"], meta["kept_video_tokens"]) == (256, 26)  # drop 0.9
     costs = {(r["quantity"], r["model"]): r for r in rows if r["kind"] == "cost"}
@@ -133,3 +134,21 @@ def test_nothing_fits_in_a_tiny_memory_limit():
     cfg = CostConfig(target="qwen2.5-vl-7b", draft="qwen2.5-vl-7b", layers=1, frames=1, memory_limit=1024)
     with pytest.raises(TooLargeError, match="not fit even with one layer"):
         run_cost(cfg)
+
+
+def test_gpu_busy_time_sums_the_device_events_of_a_trace():
+    from types import SimpleNamespace
+
+    device, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+    events = [SimpleNamespace(device_type=device, self_device_time_total=1500.0),  # kernel, us
+              SimpleNamespace(device_type=cpu, self_device_time_total=9000.0),  # a launch call: host side
+              SimpleNamespace(device_type=device, self_device_time_total=500.0)]  # memcpy
+    assert device_busy_seconds(events) == pytest.approx(0.002)
+
+
+def test_the_gpu_busy_clock_is_refused_without_a_gpu(capsys):
+    code = main(["bench-cost", "--target", "qwen2.5-vl-7b", "--draft", "qwen2.5-vl-7b", "--device", "cpu",
+                 "--layers", "1", "--frames", "1", "--clock", "gpu-busy"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gpu-busy" in err and "cuda" in err
