@@ -22,6 +22,8 @@ def add_loose_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-n", type=int, default=10, help="lvspec: video similarities relevance averages")
     p.add_argument("--shift-window", type=int, default=2, help="lvspec: position-shift window (0: off)")
     p.add_argument("--shift-top-k", type=int, default=5, help="lvspec: rescues need the target's top-k")
+    p.add_argument("--filler-ratio", type=float, default=0.0,
+                   help="lvspec: a filler mismatch needs p(draft) >= ratio * p(target) (0: any)")
     p.add_argument("--relevance", default="attention", choices=["attention", "embedding", "random"])
 
 
@@ -33,6 +35,7 @@ def loose_knobs(args: argparse.Namespace) -> dict:
         "shift_window": args.shift_window,
         "shift_top_k": args.shift_top_k,
         "relevance": args.relevance,
+        "filler_ratio": args.filler_ratio,
     }
 
 

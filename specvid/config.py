@@ -164,6 +164,13 @@ class SpecConfig(_Strict):
     shift_top_k: int = Field(
         5, ge=1, le=1000, description="lvspec: a rescued draft token must be among the target's top-k."
     )
+    filler_ratio: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="lvspec: a filler mismatch is accepted only when the target gives the draft's token at "
+        "least this share of its own token's probability; 0 accepts every filler mismatch.",
+    )
     relevance: Relevance = Field(
         "attention",
         description="lvspec: how positions are ranked. 'attention': the target's attention onto the video "

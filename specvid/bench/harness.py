@@ -162,6 +162,8 @@ def _loose_figures(runs: list[Run], spec: SpecConfig) -> dict:
         "lam": spec.lam,
         "top_n": spec.top_n,
         "shift_window": spec.shift_window,
+        "shift_top_k": spec.shift_top_k,
+        "filler_ratio": spec.filler_ratio,
         "relevance": spec.relevance,
     }
 

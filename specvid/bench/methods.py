@@ -29,6 +29,7 @@ ALIASES = {
     "w": "shift_window",
     "topk": "shift_top_k",
     "rel": "relevance",
+    "rho": "filler_ratio",
 }
 SHORTHANDS = {
     "uniform": {"method": "specvlm", "pruning": "uniform"},

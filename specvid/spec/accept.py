@@ -14,7 +14,8 @@ The mean accepted length tau averages n over rounds (the +1 is not counted).
 Loose verification (LVSpec) adds two ways to accept a draft token the target would not have
 chosen:
 
-- *loose accept*: a mismatch at a position that is not strict (a filler) is accepted;
+- *loose accept*: a mismatch at a position that is not strict (a filler) is accepted, when
+  the target finds the draft token plausible enough (`filler_ratio`);
 - *shift rescue*: a mismatch at a strict position is accepted when the token is merely out of
   place: the target's token sits among the nearby draft tokens, or the draft token is one the
   target wanted at a recent loosely accepted position; and the target ranks it in its top-k.
@@ -107,13 +108,16 @@ def loose_accept(
     start: int,  # absolute position of the first drafted token in the generated sequence
     shift_window: int,
     shift_top_k: int,
+    filler_ratio: float = 0.0,
     wishes: Sequence[tuple[int, int]] = (),  # from earlier rounds: (position, wanted token)
     context: Sequence[int] = (),  # committed tokens before the block, for the repetition guard
 ) -> Verdict:
     """Greedy loose verification; with no loose positions and shift_window 0, `greedy_accept`.
 
     Walking the block left to right, position i (draft d_i, target t_i) is accepted when
-    d_i == t_i; else when it is not strict (loose accept); else when the shift rule rescues it:
+    d_i == t_i; else when it is not strict and the target gives d_i at least `filler_ratio` times
+    the probability of t_i (loose accept; 0 accepts every filler mismatch); else when the shift
+    rule rescues it:
     d_i is in the target's top-k at i and either t_i equals a draft token within shift_window
     positions of i (the draft wrote it early or late), or d_i equals what the target wanted at
     a loosely accepted position at most shift_window positions before i. No mismatch is
@@ -134,7 +138,7 @@ def loose_accept(
             if _repeats(history + [d]):
                 n = i
                 break
-            if not strict[i]:
+            if not strict[i] and _plausible(target_logits[i], d, t, filler_ratio):
                 loose += 1
                 all_wishes.append((start + i, t))
             elif _shift_rescues(i, drafts, t, target_logits[i], start, all_wishes, shift_window, shift_top_k):
@@ -146,6 +150,14 @@ def loose_accept(
     # Keep the wishes the next round (starting at start + n + 1) can still reach.
     recent = tuple(w for w in all_wishes if w[0] >= start + n + 1 - shift_window)
     return Verdict(n, int(target_tokens[n]), loose, rescued, recent if shift_window else ())
+
+
+def _plausible(target_row: torch.Tensor, draft: int, target_token: int, ratio: float) -> bool:  # [vocab]
+    """p(draft) >= ratio * p(target_token) under the target's row (temperature 1)."""
+    if ratio <= 0.0:
+        return True
+    # The softmax's normaliser cancels in the ratio: compare logits.
+    return float(target_row[draft] - target_row[target_token]) >= math.log(ratio)
 
 
 def _shift_rescues(

@@ -33,13 +33,15 @@ class LooseVerification:
     shift_window: int
     shift_top_k: int
     relevance: str  # "embedding" | "attention" | "random"
+    filler_ratio: float = 0.0
 
     @classmethod
     def of(cls, spec) -> Optional["LooseVerification"]:
         """The loose rule a `SpecConfig` asks for, or None for exact verification."""
         if not spec.loose:
             return None
-        return cls(spec.lam, spec.top_n, spec.shift_window, spec.shift_top_k, spec.relevance)
+        return cls(spec.lam, spec.top_n, spec.shift_window, spec.shift_top_k, spec.relevance,
+                   spec.filler_ratio)
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,7 @@ class TargetWorker(Worker):
             start=len(session.committed),
             shift_window=loose.rule.shift_window,
             shift_top_k=loose.rule.shift_top_k,
+            filler_ratio=loose.rule.filler_ratio,
             wishes=loose.wishes,
             context=context,
         )

@@ -22,7 +22,8 @@ def logits_for(targets: list[int], seconds: dict[int, list[int]] | None = None) 
     return logits
 
 
-def accept(targets, drafts, strict, window=2, top_k=3, seconds=None, wishes=(), context=(), start=10):
+def accept(targets, drafts, strict, window=2, top_k=3, seconds=None, wishes=(), context=(), start=10,
+           ratio=0.0):
     return loose_accept(
         logits_for(targets, seconds),
         torch.tensor(drafts),
@@ -30,6 +31,7 @@ def accept(targets, drafts, strict, window=2, top_k=3, seconds=None, wishes=(), 
         start=start,
         shift_window=window,
         shift_top_k=top_k,
+        filler_ratio=ratio,
         wishes=wishes,
         context=context,
     )
@@ -87,6 +89,31 @@ CASES = [
         [False, True, True],
         {"seconds": {1: [1]}},
         (3, 4, 1, 1),
+    ),
+    # logits_for: the target's token scores 10, its runners-up 9, 8, ...: p(d) / p(t) = e^(l_d - 10).
+    (
+        "filler gate: a runner-up (p ratio e^-1) passes ratio 0.3",
+        [1, 2, 3, 4],
+        [1, 9, 3],
+        [True, False, True],
+        {"seconds": {1: [9]}, "ratio": 0.3},
+        (3, 4, 1, 0),
+    ),
+    (
+        "filler gate: a token the target all but excludes (ratio e^-10) is rejected",
+        [1, 2, 3, 4],
+        [1, 9, 3],
+        [True, False, True],
+        {"ratio": 0.3},
+        (1, 2, 0, 0),
+    ),
+    (
+        "filler gate: a gated filler can still be a shift rescue",
+        [1, 2, 5, 6, 7],
+        [1, 9, 2, 6],
+        [True, False, True, True],
+        {"seconds": {1: [11, 9]}, "ratio": 0.3},
+        (2, 5, 0, 1),
     ),
     (
         "a loose accept that repeats the last token is refused",
