@@ -22,7 +22,7 @@ def add_loose_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-n", type=int, default=10, help="lvspec: video similarities relevance averages")
     p.add_argument("--shift-window", type=int, default=2, help="lvspec: position-shift window (0: off)")
     p.add_argument("--shift-top-k", type=int, default=5, help="lvspec: rescues need the target's top-k")
-    p.add_argument("--filler-ratio", type=float, default=0.0,
+    p.add_argument("--filler-ratio", type=float, default=0.3,
                    help="lvspec: a filler mismatch needs p(draft) >= ratio * p(target) (0: any)")
     p.add_argument("--relevance", default="attention", choices=["attention", "embedding", "random"])
 

@@ -1,4 +1,4 @@
-"""The `specvid bench`, `bench-relevance` and `bench-cost` commands (docs/bench.md)."""
+"""The `specvid bench`, `bench-plot`, `bench-relevance` and `bench-cost` commands (docs/bench.md)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from specvid.cli_options import (
 
 
 def register(commands, add) -> None:
-    """Add the three bench commands to `commands` with the CLI's `add(commands, name, help, args, run)`."""
+    """Add the bench commands to `commands` with the CLI's `add(commands, name, help, args, run)`."""
     add(commands, "bench", "compare decoding methods on zoo clips or a dataset", _add_bench_args, run_bench)
+    add(commands, "bench-plot", "table and plots of saved `bench --json` files", _add_plot_args,
+        run_bench_plot)
     add(commands, "bench-relevance", "how well LVSpec's rankings find the zoo's anchors", _add_relevance_args,
         run_bench_relevance)
     add(commands, "bench-cost", "real-size costs, random weights", _add_bench_cost_args, run_bench_cost)
@@ -109,6 +111,28 @@ def run_bench(args: argparse.Namespace) -> int:
 def _advance(bar, label: str) -> None:
     bar.set_postfix_str(label)
     bar.update()
+
+
+def _add_plot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("json", nargs="+", help="`specvid bench --json` files of one pair, clips and frames")
+    p.add_argument("--plot", default=None, help="write a PNG of speedups, tau and accepted-length histograms")
+    p.add_argument("--tradeoff-plot", default=None, help="write a PNG of retention against tau (lvspec)")
+
+
+def run_bench_plot(args: argparse.Namespace) -> int:
+    """Merge saved bench runs (e.g. a main table and a sweep) into one table and the plots."""
+    from pathlib import Path
+
+    from specvid.bench.report import format_table, plot, plot_tradeoff, read_runs
+
+    meta, rows = read_runs([Path(name) for name in args.json])
+    print(format_table(rows))
+    title = f"{meta['pair']}, {meta['clips']} clips, {meta['frames']} frames"
+    if args.plot:
+        plot(Path(args.plot), rows, title=title)
+    if args.tradeoff_plot:
+        plot_tradeoff(Path(args.tradeoff_plot), rows, title=title)
+    return 0
 
 
 def _add_relevance_args(p: argparse.ArgumentParser) -> None:

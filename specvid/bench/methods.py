@@ -8,8 +8,9 @@ Each knob is a `SpecConfig` field or one of the short names below; a knob given 
 line (`--num-draft-tokens`, `--drop-rate`, `--lam`, `--top-n`, `--shift-window`, ...) is the
 default for every method that does not set its own. `uniform` is short for
 `specvlm:pruning=uniform`; `random` for the random relaxation baseline,
-`lvspec:relevance=random:shift_window=0`. The label of a row is the spec as written, so two
-variants of one method stay apart in the report.
+`lvspec:relevance=random:shift_window=0:filler_ratio=0` (any mismatch at a random share lam of
+positions is accepted; `random:rho=0.3` adds the filler gate back). The label of a row is the
+spec as written, so two variants of one method stay apart in the report.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ ALIASES = {
 }
 SHORTHANDS = {
     "uniform": {"method": "specvlm", "pruning": "uniform"},
-    "random": {"method": "lvspec", "relevance": "random", "shift_window": 0},
+    "random": {"method": "lvspec", "relevance": "random", "shift_window": 0, "filler_ratio": 0.0},
 }
 
 

@@ -51,6 +51,33 @@ def write_json(path: Path, rows: Sequence[dict], meta: dict) -> None:
     path.write_text(json.dumps({"meta": meta, "rows": list(rows)}, indent=2) + "\n")
 
 
+def read_runs(paths: Sequence[Path]) -> tuple[dict, list[dict]]:
+    """The meta of the first file and the rows of all, a method label kept once (the first seen).
+
+    The files must describe one setting (pair, clips, frames, max tokens), else retention and
+    tau would not be comparable; each row keeps the speedups of its own run against its own `ar`.
+    """
+    from specvid.errors import InvalidRequestError
+
+    same = ("pair", "clips", "frames", "max_tokens")
+    meta: Optional[dict] = None
+    rows: dict[str, dict] = {}
+    for path in paths:
+        try:
+            run = json.loads(path.read_text())
+            run_meta, run_rows = run["meta"], run["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InvalidRequestError(f"{path}: not a `specvid bench --json` file ({e})") from None
+        meta = meta or run_meta
+        differs = [key for key in same if run_meta.get(key) != meta.get(key)]
+        if differs:
+            raise InvalidRequestError(
+                f"{path}: {', '.join(differs)} differ from {paths[0]}'s; runs cannot mix")
+        for row in run_rows:
+            rows.setdefault(row["method"], row)
+    return meta, list(rows.values())
+
+
 def plot(path: Path, rows: Sequence[dict], title: Optional[str] = None) -> None:
     """Speedups and tau per method, and each method's histogram of accepted tokens per round."""
     import matplotlib
@@ -119,10 +146,11 @@ def plot_tradeoff(path: Path, rows: Sequence[dict], title: Optional[str] = None)
 def _tradeoff_series(row: dict) -> str:
     """Rows that differ only in lam share a line."""
     pruned = "+specvlm" if "specvlm" in row["method"] else ""
+    gate = f", rho={row['filler_ratio']:g}" if row.get("filler_ratio") else ""
     if row["relevance"] == "random":
-        return f"random relaxation{pruned}"
+        return f"random relaxation{pruned}{gate}"
     size = f", N={row['top_n']}" if row["relevance"] == "embedding" else ""
-    return f"{row['relevance']} relevance{pruned}{size}, w={row['shift_window']}"
+    return f"{row['relevance']} relevance{pruned}{size}, w={row['shift_window']}{gate}"
 
 
 def _save(fig, path: Path) -> None:

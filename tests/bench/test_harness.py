@@ -146,3 +146,27 @@ def test_cli_writes_the_contract_json_and_a_png(tmp_path):
     assert all(CONTRACT <= set(row) and row["clips"] == 2 for row in rows)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "specvlm:drop=0.5" in done.stdout  # the table
+
+
+def test_bench_plot_merges_saved_runs_and_refuses_mixed_settings(bench_rows, tmp_path, capsys):
+    from specvid.bench.report import write_json
+    from specvid.cli import main
+
+    _, rows = bench_rows
+    meta = {"pair": "random", "clips": 2, "frames": 8, "max_tokens": 12}
+    by_method = {row["method"]: row for row in rows}
+    main_run, sweep = tmp_path / "main.json", tmp_path / "sweep.json"
+    write_json(main_run, [by_method["ar"], by_method["sd"], by_method["lvspec:lam=0.9:w=2"]], meta)
+    write_json(sweep, [by_method["ar"], by_method["lvspec:lam=0:w=0"]], meta)
+    png = tmp_path / "tradeoff.png"
+    assert main(["bench-plot", str(main_run), str(sweep), "--tradeoff-plot", str(png)]) == 0
+    table = capsys.readouterr().out
+    assert [line.split()[0] for line in table.splitlines()[2:]] == [
+        "ar", "sd", "lvspec:lam=0.9:w=2", "lvspec:lam=0:w=0"]  # ar once, every run's methods
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    other = tmp_path / "other.json"
+    write_json(other, [by_method["ar"]], {**meta, "clips": 30})
+    assert main(["bench-plot", str(main_run), str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "clips" in err

@@ -26,7 +26,7 @@ def test_names_knobs_aliases_and_defaults():
 
 def test_lvspec_methods_knobs_and_the_random_baseline():
     defaults = {**DEFAULTS, "lam": 0.7, "top_n": 10, "shift_window": 2}
-    text = "lvspec,lvspec+specvlm:lam=0.9:w=3,lvspec:rel=embedding:n=100,random:lam=0.5"
+    text = "lvspec,lvspec+specvlm:lam=0.9:w=3,lvspec:rel=embedding:n=100,random:lam=0.5,random:rho=0.2"
     by_label = {m.label: m.spec for m in parse_methods(text, defaults)}
     assert by_label["lvspec"].loose and not by_label["lvspec"].prunes_video
     both = by_label["lvspec+specvlm:lam=0.9:w=3"]
@@ -35,7 +35,9 @@ def test_lvspec_methods_knobs_and_the_random_baseline():
     assert (embedding.relevance, embedding.top_n, embedding.lam) == ("embedding", 100, 0.7)
     baseline = by_label["random:lam=0.5"]
     assert (baseline.method, baseline.relevance) == ("lvspec", "random")
-    assert (baseline.shift_window, baseline.lam) == (0, 0.5)
+    assert (baseline.shift_window, baseline.lam, baseline.filler_ratio) == (0, 0.5, 0.0)
+    assert by_label["lvspec"].filler_ratio == 0.3  # the gate is on by default, off in the baseline
+    assert by_label["random:rho=0.2"].filler_ratio == 0.2
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,21 @@ def test_lvspec_with_nothing_loose_equals_sd(engines, family, relevance):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_a_filler_gate_of_one_makes_every_position_exact(engines, family):
+    """lam = 1 relaxes every position, but filler_ratio 1 accepts a filler mismatch only when the
+    target likes the draft's token as much as its own (a float tie): with the shift rule off that
+    is exact verification again, so the gate is applied inside the target worker."""
+    e = engines[family]
+    for case in range(3):
+        video = random_video(seed=500 + case)
+        sd = e["random_draft"].generate(request(case, "sd", 5, 30), video)
+        gated = dict(lam=1.0, shift_window=0, filler_ratio=1.0)
+        lv = e["random_draft"].generate(loose_request(case, "lvspec", 5, 30, **gated), video)
+        assert lv.token_ids == sd.token_ids, f"case {case}"
+        assert lv.stats.loose_accepts == 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_lvspec_accepts_more_of_a_random_draft(engines, family):
     """A random draft disagrees with the target almost everywhere: loose verification keeps some
     of its tokens (more accepted per round, counted as loose accepts), exact verification not."""
