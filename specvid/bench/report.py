@@ -120,7 +120,7 @@ def plot_tradeoff(path: Path, rows: Sequence[dict], title: Optional[str] = None)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     series: dict[str, list[dict]] = {}
     for row in rows:
         if row.get("retention") is None or row["method"] == "ar":
@@ -131,13 +131,15 @@ def plot_tradeoff(path: Path, rows: Sequence[dict], title: Optional[str] = None)
                         textcoords="offset points")
         else:
             series.setdefault(_tradeoff_series(row), []).append(row)
-    for name, points in sorted(series.items()):
+    colours = plt.get_cmap("tab20").colors  # distinct colours for up to 20 series
+    for i, (name, points) in enumerate(sorted(series.items())):
         points.sort(key=lambda r: r["tau"])
-        ax.plot([r["tau"] for r in points], [r["retention"] for r in points], marker="o", label=name)
+        ax.plot([r["tau"] for r in points], [r["retention"] for r in points], marker="o", label=name,
+                color=colours[i % len(colours)])
     ax.set(xlabel="tau (accepted draft tokens per round)", ylabel="retention (fact F1 / ar)")
     ax.axhline(1.0, color="grey", linewidth=0.8)
     if series:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if title:
         ax.set_title(title)
     _save(fig, path)
