@@ -169,8 +169,8 @@ class SpecConfig(_Strict):
         ge=0.0,
         le=1.0,
         description="lvspec: a filler mismatch is accepted only when the target gives the draft's token at "
-        "least this share of its own token's probability (0.3 keeps 98% of the zoo target's fact score where "
-        "0, every filler mismatch, keeps 58%: docs/bench.md).",
+        "least this share of its own token's probability; 0 accepts every filler mismatch (the issue's rule, "
+        "which keeps far less of the answer's quality: docs/bench.md).",
     )
     relevance: Relevance = Field(
         "attention",
