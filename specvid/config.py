@@ -169,7 +169,7 @@ class SpecConfig(_Strict):
         ge=0.0,
         le=1.0,
         description="lvspec: a filler mismatch is accepted only when the target gives the draft's token at "
-        "least this share of its own token's probability; 0 accepts every filler mismatch (the issue's rule, "
+        "least this share of its own token's probability; 0 accepts every filler mismatch (the plain LVSpec rule, "
         "which keeps far less of the answer's quality: docs/bench.md).",
     )
     relevance: Relevance = Field(
