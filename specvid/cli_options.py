@@ -18,13 +18,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_loose_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lam", type=float, default=0.7, help="lvspec: share of positions verified loosely")
-    p.add_argument("--top-n", type=int, default=10, help="lvspec: video similarities relevance averages")
-    p.add_argument("--shift-window", type=int, default=2, help="lvspec: position-shift window (0: off)")
-    p.add_argument("--shift-top-k", type=int, default=5, help="lvspec: rescues need the target's top-k")
-    p.add_argument("--filler-ratio", type=float, default=0.3,
+    from specvid.config import SpecConfig
+
+    default = {name: field.default for name, field in SpecConfig.model_fields.items()}  # one source
+    p.add_argument("--lam", type=float, default=default["lam"],
+                   help="lvspec: share of positions verified loosely")
+    p.add_argument("--top-n", type=int, default=default["top_n"],
+                   help="lvspec: video similarities relevance averages")
+    p.add_argument("--shift-window", type=int, default=default["shift_window"],
+                   help="lvspec: position-shift window (0: off)")
+    p.add_argument("--shift-top-k", type=int, default=default["shift_top_k"],
+                   help="lvspec: rescues need the target's top-k")
+    p.add_argument("--filler-ratio", type=float, default=default["filler_ratio"],
                    help="lvspec: a filler mismatch needs p(draft) >= ratio * p(target) (0: any)")
-    p.add_argument("--relevance", default="attention", choices=["attention", "embedding", "random"])
+    p.add_argument("--relevance", default=default["relevance"], choices=["attention", "embedding", "random"])
 
 
 def loose_knobs(args: argparse.Namespace) -> dict:

@@ -46,8 +46,23 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=112, help="frame width and height before model rounding")
     p.add_argument("--max-tokens", type=int, default=80)
     p.add_argument("--json", default=None, help="write {meta, rows} here")
+    _add_plot_outputs(p)
+
+
+def _add_plot_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", default=None, help="write a PNG of speedups, tau and accepted-length histograms")
     p.add_argument("--tradeoff-plot", default=None, help="write a PNG of retention against tau (lvspec)")
+
+
+def _write_plots(args: argparse.Namespace, rows, title: str) -> None:
+    from pathlib import Path
+
+    from specvid.bench.report import plot, plot_tradeoff
+
+    if args.plot:
+        plot(Path(args.plot), rows, title=title)
+    if args.tradeoff_plot:
+        plot_tradeoff(Path(args.tradeoff_plot), rows, title=title)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -60,7 +75,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from specvid.bench.cases import dataset_cases, zoo_cases
     from specvid.bench.harness import run_methods, summarise
     from specvid.bench.methods import parse_methods
-    from specvid.bench.report import format_table, plot, plot_tradeoff, write_json
+    from specvid.bench.report import format_table, write_json
     from specvid.config import VideoSampling
 
     if args.pair is not None:
@@ -100,11 +115,7 @@ def run_bench(args: argparse.Namespace) -> int:
     }
     if args.json:
         write_json(Path(args.json), rows, meta)
-    if args.plot:
-        plot(Path(args.plot), rows, title=f"{name}, {len(cases)} clips, {args.frames} frames")
-    if args.tradeoff_plot:
-        title = f"{name}, {len(cases)} clips, {args.frames} frames"
-        plot_tradeoff(Path(args.tradeoff_plot), rows, title=title)
+    _write_plots(args, rows, f"{name}, {len(cases)} clips, {args.frames} frames")
     return 0
 
 
@@ -115,23 +126,18 @@ def _advance(bar, label: str) -> None:
 
 def _add_plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("json", nargs="+", help="`specvid bench --json` files of one pair, clips and frames")
-    p.add_argument("--plot", default=None, help="write a PNG of speedups, tau and accepted-length histograms")
-    p.add_argument("--tradeoff-plot", default=None, help="write a PNG of retention against tau (lvspec)")
+    _add_plot_outputs(p)
 
 
 def run_bench_plot(args: argparse.Namespace) -> int:
     """Merge saved bench runs (e.g. a main table and a sweep) into one table and the plots."""
     from pathlib import Path
 
-    from specvid.bench.report import format_table, plot, plot_tradeoff, read_runs
+    from specvid.bench.report import format_table, read_runs
 
     meta, rows = read_runs([Path(name) for name in args.json])
     print(format_table(rows))
-    title = f"{meta['pair']}, {meta['clips']} clips, {meta['frames']} frames"
-    if args.plot:
-        plot(Path(args.plot), rows, title=title)
-    if args.tradeoff_plot:
-        plot_tradeoff(Path(args.tradeoff_plot), rows, title=title)
+    _write_plots(args, rows, f"{meta['pair']}, {meta['clips']} clips, {meta['frames']} frames")
     return 0
 
 
