@@ -9,8 +9,9 @@ Geometry is in fractions of the frame side, time in fractions of the clip (0 = f
 1 = last frame), so one spec renders at any size and frame count. Shapes are big (30-50 px
 across at 112 px, two to three and a half 14 px patches; never under 20 px while growing or
 shrinking) and drawn in flat saturated colours on dark or neutral backgrounds, so a model that
-sees the frames at patch granularity can still tell them apart. Within a clip, colours are distinct and shape kinds are distinct, so "the circle" or
-"the red shape" always names exactly one shape.
+sees the frames at patch granularity can still tell them apart. Within a clip, colours are
+distinct and shape kinds are distinct, so "the circle" or "the red shape" always names exactly
+one shape.
 """
 
 from __future__ import annotations
@@ -286,8 +287,12 @@ def frame_times(num_frames: int) -> np.ndarray:
 
 def render_clip(spec: ClipSpec, num_frames: int = 8, size: int = 112) -> np.ndarray:
     """Draw the clip as uint8 frames [T, size, size, 3]."""
-    frames = [_render_frame(spec, float(t), size) for t in frame_times(num_frames)]
-    return np.stack(frames)
+    return render_frames(spec, frame_times(num_frames), size)
+
+
+def render_frames(spec: ClipSpec, times: Sequence[float], size: int = 112) -> np.ndarray:
+    """Draw the clip at the given clip times as uint8 frames [len(times), size, size, 3]."""
+    return np.stack([_render_frame(spec, float(t), size) for t in times])
 
 
 def _render_frame(spec: ClipSpec, t: float, size: int) -> np.ndarray:

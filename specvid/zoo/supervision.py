@@ -9,6 +9,13 @@ shape under each token of the (t, h, w) grid and the clip's background. The prob
 kept as an auxiliary objective of stage two, so the tower goes on learning the shapes while the
 language model learns to read it (`recorded_video_features`); it is not part of the exported
 checkpoint.
+
+Stage one has two phases. Telling the six silhouettes apart is what a tower learns slowest, and
+it needs many optimiser steps more than whole clips: the first phase shows the tower single
+slabs (the two consecutive frames one temporal row of tokens covers, drawn straight from the
+renderer, no mp4 round trip) and asks for colour, kind and background only, at a quarter of a
+clip's cost. The second phase shows whole clips (through mp4, as served models see them) and
+adds motion, which needs the frames before and after.
 """
 
 from __future__ import annotations
@@ -31,26 +38,40 @@ from specvid.zoo.shapesworld import (
     clip_spec_for_seed,
     draw_seeds,
     frame_times,
+    render_frames,
     stream_rng,
 )
 
 COLOURS, KINDS, BACKGROUND_NAMES = list(SHAPE_COLOURS), list(SHAPE_KINDS), list(BACKGROUNDS)
 # Label columns: colour, kind and motion of the shape under the token (0 = no shape), background.
 CLASSES = (1 + len(COLOURS), 1 + len(KINDS), 1 + len(MOTIONS), len(BACKGROUND_NAMES))
+MOTION_COLUMN = 2
+IGNORE = -100  # a label column the probe is not asked about (motion, on a single slab)
 
 
 @dataclass(frozen=True)
 class VisionStageConfig:
-    steps: int = 400
+    slab_steps: int = 2500  # phase one: single slabs; colour, kind and background
+    slab_batch_size: int = 16
+    steps: int = 300  # phase two: whole clips; motion as well
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.01
+    slab_frames: int = 2  # frames per slab: one temporal patch of Qwen2.5-VL
+
+    @property
+    def total_steps(self) -> int:
+        return self.slab_steps + self.steps
 
 
-def token_labels(spec: ClipSpec, grid: tuple[int, int, int], num_frames: int) -> torch.Tensor:
-    """What each token of a (t, h, w) grid shows, in (t, h, w) order."""  # -> [t*h*w, 4]
+def token_labels(spec: ClipSpec, grid: tuple[int, int, int], times: np.ndarray) -> torch.Tensor:
+    """What each token of a (t, h, w) grid shows, in (t, h, w) order.
+
+    `times` are the clip times of the frames the grid was made from (`frame_times(n)` for a
+    whole clip of n frames); each temporal row of tokens covers an equal share of them.
+    """  # -> [t*h*w, 4]
     t, h, w = grid
-    group_times = frame_times(num_frames).reshape(t, -1).mean(axis=1)  # one time per token slab
+    group_times = np.asarray(times, dtype=float).reshape(t, -1).mean(axis=1)  # one time per row
     labels = np.zeros((t, h, w, 4), dtype=np.int64)
     labels[..., 3] = BACKGROUND_NAMES.index(spec.background)
     for g, time in enumerate(group_times):
@@ -101,9 +122,23 @@ class TokenProbe(torch.nn.Module):
             self.linear.bias.zero_()
 
     def loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Summed cross-entropy of the four label columns."""  # features [n, hidden], labels [n, 4]
+        """Summed cross-entropy of the label columns that are asked (not all `IGNORE`)."""
+        # features [n, hidden], labels [n, 4]
         logits = self.linear(features).split(CLASSES, dim=-1)
-        return sum(F.cross_entropy(column, labels[:, i]) for i, column in enumerate(logits))
+        asked = [i for i in range(len(CLASSES)) if (labels[:, i] != IGNORE).any()]
+        return sum(F.cross_entropy(logits[i], labels[:, i], ignore_index=IGNORE) for i in asked)
+
+    @torch.no_grad()
+    def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Per-column accuracy: colour, kind and motion on tokens that hold a shape; background on all."""
+        predictions = [column.argmax(-1) for column in self.linear(features).split(CLASSES, dim=-1)]
+        shape = labels[:, 0] > 0
+        scores = {
+            name: (predictions[i][shape] == labels[shape, i]).float().mean().item()
+            for i, name in enumerate(("colour", "kind", "motion"))
+        }
+        scores["background"] = (predictions[3] == labels[:, 3]).float().mean().item()
+        return scores
 
 
 @contextmanager
@@ -138,26 +173,65 @@ def pretrain_vision(
     clip_pool: Sequence[int],
     frames_of: Callable[[int], np.ndarray],
     seed: int,
+    num_frames: int = 8,
+    size: int = 112,
     progress: Callable[[int, float], None] = lambda step, loss: None,
 ) -> None:
     """Train the tower + projector of `adapter.model`, with `probe`, to predict `token_labels`.
 
-    Each step draws `cfg.batch_size` clips from `clip_pool`; `frames_of(seed)` renders one.
+    Phase one: `cfg.slab_steps` steps of `cfg.slab_batch_size` slabs (`slab_example`). Phase two:
+    `cfg.steps` steps of `cfg.batch_size` whole clips from `clip_pool`, `frames_of(seed)`
+    rendering one. `progress(step, loss)` counts both phases, up to `cfg.total_steps`.
     """
     model = adapter.model
     optimizer = torch.optim.AdamW(
         vision_parameters(model) + list(probe.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     model.train()
-    for step in range(cfg.steps):
+    for step in range(cfg.total_steps):
+        rng = stream_rng(seed, step)
+        if step < cfg.slab_steps:
+            seeds = draw_seeds(rng, clip_pool, cfg.slab_batch_size)
+            examples = [slab_example(s, rng, cfg.slab_frames, num_frames, size) for s in seeds]
+        else:
+            seeds = draw_seeds(rng, clip_pool, cfg.batch_size)
+            examples = [whole_clip_example(clip_seed, frames_of(clip_seed)) for clip_seed in seeds]
         features, labels = [], []
-        for clip_seed in draw_seeds(stream_rng(seed, step), clip_pool, cfg.batch_size):
-            frames = frames_of(clip_seed)
+        for frames, label_of in examples:
             prompt = adapter.build_prompt(frames, "")
             features.append(adapter.video_features(prompt))  # [t*h*w, hidden]
-            labels.append(token_labels(clip_spec_for_seed(clip_seed), prompt.video_grid, len(frames)))
+            labels.append(label_of(prompt.video_grid))
         loss = probe.loss(torch.cat(features), torch.cat(labels))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         progress(step + 1, loss.item())
+
+
+LabelsOf = Callable[[tuple[int, int, int]], torch.Tensor]  # token grid -> [t*h*w, 4] labels
+
+
+def whole_clip_example(clip_seed: int, frames: np.ndarray) -> tuple[np.ndarray, LabelsOf]:
+    """A whole clip's frames and its labels, motion included."""
+    times = frame_times(len(frames))
+    return frames, lambda grid: token_labels(clip_spec_for_seed(clip_seed), grid, times)
+
+
+def slab_example(
+    clip_seed: int, rng: np.random.Generator, slab_frames: int, num_frames: int, size: int
+) -> tuple[np.ndarray, LabelsOf]:
+    """Consecutive frames of one temporal row of a clip, at a random row; motion not asked.
+
+    Which way a shape moves is not in a slab alone, so its motion label is `IGNORE`.
+    """
+    spec = clip_spec_for_seed(clip_seed)
+    row = int(rng.integers(num_frames // slab_frames))
+    times = frame_times(num_frames)[row * slab_frames : (row + 1) * slab_frames]
+    frames = render_frames(spec, times, size)
+
+    def labels(grid: tuple[int, int, int]) -> torch.Tensor:
+        out = token_labels(spec, grid, times)
+        out[:, MOTION_COLUMN] = IGNORE
+        return out
+
+    return frames, labels

@@ -45,6 +45,7 @@ from specvid.zoo.shapesworld import (
     clip_spec_for_seed,
     draw_seeds,
     encode_clip_mp4,
+    frame_times,
     make_clip,
     split_seeds,
     stream_rng,
@@ -212,7 +213,9 @@ def train_model(
             clip_pool,
             lambda seed: training_frames(seed, cfg.num_frames, cfg.size),
             seed=cfg.seed * 1_000_003 + model_spec.seed + 1,
-            progress=lambda step, loss: progress("vision", step, cfg.vision.steps, loss),
+            num_frames=cfg.num_frames,
+            size=cfg.size,
+            progress=lambda step, loss: progress("vision", step, cfg.vision.total_steps, loss),
         )
     optimizer = torch.optim.AdamW(
         list(model.parameters()) + list(probe.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay
@@ -249,8 +252,9 @@ def _probe_loss(probe: TokenProbe, grids: list, rows: list[dict], seeds: list[in
     """The stage-one objective on the video features of this batch's forward."""
     sizes = [math.prod(row["video_grid"]) for row in rows]
     features = torch.cat([grid[:n] for grid, n in zip(grids, sizes, strict=True)])  # [sum n, hidden]
+    times = frame_times(num_frames)
     labels = torch.cat(
-        [token_labels(clip_spec_for_seed(s), row["video_grid"], num_frames) for s, row in zip(seeds, rows)]
+        [token_labels(clip_spec_for_seed(s), row["video_grid"], times) for s, row in zip(seeds, rows)]
     )
     return probe.loss(features, labels)
 

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from specvid.models.loader import load_model
-from specvid.zoo.shapesworld import MOTIONS, ClipSpec, ShapeTrack, make_clip, split_seeds
-from specvid.zoo.supervision import BACKGROUND_NAMES, COLOURS, KINDS, recorded_video_features, token_labels
+from specvid.zoo.shapesworld import (
+    MOTIONS,
+    ClipSpec,
+    ShapeTrack,
+    clip_spec_for_seed,
+    frame_times,
+    make_clip,
+    split_seeds,
+)
+from specvid.zoo.supervision import (
+    BACKGROUND_NAMES,
+    COLOURS,
+    IGNORE,
+    KINDS,
+    MOTION_COLUMN,
+    TokenProbe,
+    recorded_video_features,
+    slab_example,
+    token_labels,
+)
 from specvid.zoo.train import collate
 
 
@@ -17,7 +36,7 @@ def test_labels_follow_a_moving_shape_and_mark_empty_cells():
     # A red circle starting in the top-left cell of a 4x4 grid and moving right by 0.3.
     track = ShapeTrack(color="red", kind="circle", radius=0.1, start=(0.125, 0.125), motion="right")
     spec = ClipSpec(background="gray", tracks=(track,))
-    labels = token_labels(spec, grid=(2, 4, 4), num_frames=8).reshape(2, 4, 4, 4)
+    labels = token_labels(spec, grid=(2, 4, 4), times=frame_times(8)).reshape(2, 4, 4, 4)
     shape = [1 + COLOURS.index("red"), 1 + KINDS.index("circle"), 1 + MOTIONS.index("right")]
     assert labels[0, 0, 0, :3].tolist() == shape  # early half of the clip: still in the first cell
     assert labels[1, 0, 1, :3].tolist() == shape  # late half: moved one cell right
@@ -29,7 +48,7 @@ def test_a_shape_that_has_not_appeared_yet_is_not_labelled():
     track = ShapeTrack(
         color="blue", kind="square", radius=0.2, start=(0.5, 0.5), motion="appear", appear_time=0.65
     )
-    labels = token_labels(ClipSpec(background="black", tracks=(track,)), grid=(2, 4, 4), num_frames=8)
+    labels = token_labels(ClipSpec(background="black", tracks=(track,)), grid=(2, 4, 4), times=frame_times(8))
     early, late = labels.reshape(2, 16, 4)
     assert (early[:, :3] == 0).all()
     assert (late[:, 0] == 1 + COLOURS.index("blue")).any()
@@ -51,3 +70,20 @@ def test_recorded_features_are_the_grids_the_forward_reads(name):
         n = math.prod(prompt.video_grid)
         torch.testing.assert_close(grid[:n], adapter.video_features(prompt).detach())
     assert "get_video_features" not in vars(adapter.model.model)  # the recorder is gone afterwards
+
+
+def test_a_slab_is_consecutive_frames_of_the_clip_labelled_without_motion():
+    # A clip where something moves, so each temporal row looks different.
+    motions = {n: [t.motion for t in clip_spec_for_seed(n).tracks] for n in split_seeds("train", 50)}
+    seed = next(n for n, m in motions.items() if "left" in m)
+    frames, labels_of = slab_example(seed, np.random.default_rng(0), slab_frames=2, num_frames=8, size=56)
+    clip = make_clip(seed, num_frames=8, size=56)
+    starts = [i for i in range(0, 8, 2) if np.array_equal(clip.frames[i : i + 2], frames)]
+    assert len(starts) == 1  # exactly one temporal row of the clip
+    labels = labels_of((1, 2, 2))
+    assert (labels[:, MOTION_COLUMN] == IGNORE).all()
+    assert (labels[:, 3] == BACKGROUND_NAMES.index(clip.spec.background)).all()
+    # The probe leaves the unasked column out rather than averaging over nothing.
+    probe = TokenProbe(hidden=8, seed=0)
+    loss = probe.loss(torch.randn(len(labels), 8), labels)
+    assert torch.isfinite(loss)
