@@ -3,7 +3,8 @@
 Every clip goes through the same path a user's video does (mp4 bytes -> PyAV -> frames), and
 every answer through `LocalEngine`. Reported per pair:
 
-- quality: fact F1 of captions and QA accuracy, target alone and draft alone (greedy);
+- quality: fact F1 of captions and QA accuracy, target alone and draft alone (greedy), and the
+  target's QA accuracy per kind of question (colour, shape, motion, count, ...);
 - agreement: along the target's own captions, how often the draft's greedy next token equals
   the target's, split by whether the target's token is a visual anchor or a filler;
 - cost: median decode milliseconds per token of each model, and their ratio c;
@@ -84,6 +85,7 @@ def evaluate_pair(
     pair = LocalEngine(target, draft)
     alone = LocalEngine(draft)
     target_scores, draft_scores, agree = [], [], []
+    by_kind: dict[str, list[bool]] = {}
     ms = {"target": [], "draft": []}
     sd_counts = {k: {"identical": 0, "accepted": 0, "rounds": 0} for k in draft_lengths}
     count = 0
@@ -98,6 +100,7 @@ def evaluate_pair(
         _per_token_ms(draft_caption, ms["draft"])
         for qa in clip.qa:
             target_scores.append(score_answer(_ask(pair, video, qa.question, "ar", 1, 24).text, qa))
+            by_kind.setdefault(qa.kind, []).append(target_scores[-1])
             draft_scores.append(score_answer(_ask(alone, video, qa.question, "ar", 1, 24).text, qa))
         agree.extend(draft_agreement(target, draft, video, clip.caption_prompt, caption.token_ids))
         for k in draft_lengths:
@@ -115,6 +118,7 @@ def evaluate_pair(
         "target_qa_acc": t["qa_accuracy"],
         "draft_fact_f1": d["fact_f1"],
         "draft_qa_acc": d["qa_accuracy"],
+        "target_qa_acc_by_kind": {kind: _rate(ok) for kind, ok in sorted(by_kind.items())},
         "agreement_anchor": _rate([ok for ok, anchor in agree if anchor]),
         "agreement_filler": _rate([ok for ok, anchor in agree if not anchor]),
         "anchor_positions": sum(1 for _, anchor in agree if anchor),
