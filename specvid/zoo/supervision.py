@@ -10,12 +10,12 @@ kept as an auxiliary objective of stage two, so the tower goes on learning the s
 language model learns to read it (`recorded_video_features`); it is not part of the exported
 checkpoint.
 
-Stage one has two phases. Telling the six silhouettes apart is what a tower learns slowest, and
-it needs many optimiser steps more than whole clips: the first phase shows the tower single
-slabs (the two consecutive frames one temporal row of tokens covers, drawn straight from the
-renderer, no mp4 round trip) and asks for colour, kind and background only, at a quarter of a
-clip's cost. The second phase shows whole clips (through mp4, as served models see them) and
-adds motion, which needs the frames before and after.
+Stage one can open with a slab phase (`slab_steps`, off in the shipped recipe). Telling the six
+silhouettes apart is what a tower learns slowest, and it needs optimiser steps more than whole
+clips: a slab is the two consecutive frames one temporal row of tokens covers, drawn straight
+from the renderer (no mp4 round trip), asked for colour, kind and background only, at a quarter
+of a clip's cost. Whole clips (through mp4, as served models see them) follow and add motion,
+which needs the frames before and after. The model card has what the slab phase measured.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ IGNORE = -100  # a label column the probe is not asked about (motion, on a singl
 
 @dataclass(frozen=True)
 class VisionStageConfig:
-    slab_steps: int = 2500  # phase one: single slabs; colour, kind and background
+    slab_steps: int = 0  # phase one: single slabs; colour, kind and background (see the model card)
     slab_batch_size: int = 16
-    steps: int = 300  # phase two: whole clips; motion as well
+    steps: int = 400  # phase two: whole clips; motion as well
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.01
