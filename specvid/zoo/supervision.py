@@ -128,18 +128,6 @@ class TokenProbe(torch.nn.Module):
         asked = [i for i in range(len(CLASSES)) if (labels[:, i] != IGNORE).any()]
         return sum(F.cross_entropy(logits[i], labels[:, i], ignore_index=IGNORE) for i in asked)
 
-    @torch.no_grad()
-    def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """Per-column accuracy: colour, kind and motion on tokens that hold a shape; background on all."""
-        predictions = [column.argmax(-1) for column in self.linear(features).split(CLASSES, dim=-1)]
-        shape = labels[:, 0] > 0
-        scores = {
-            name: (predictions[i][shape] == labels[shape, i]).float().mean().item()
-            for i, name in enumerate(("colour", "kind", "motion"))
-        }
-        scores["background"] = (predictions[3] == labels[:, 3]).float().mean().item()
-        return scores
-
 
 @contextmanager
 def recorded_video_features(model) -> Iterator[list[torch.Tensor]]:
