@@ -57,7 +57,7 @@ class VisionStageConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.01
-    slab_frames: int = 2  # frames per slab: one temporal patch of Qwen2.5-VL
+    slab_frames: int = 2  # one Qwen2.5-VL temporal patch; two frame rows for LLaVA-OneVision
 
     @property
     def total_steps(self) -> int:
