@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from specvid.models.adapter import VideoLLM
+from specvid.models.adapter import VideoLLM, VideoPrompt
+from specvid.zoo.loop import mixed_precision, prefetched
 from specvid.zoo.shapesworld import (
     BACKGROUNDS,
     MOTIONS,
@@ -57,6 +58,7 @@ class VisionStageConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.01
+    bf16_autocast: bool = True  # `loop.mixed_precision`
     slab_frames: int = 2  # one Qwen2.5-VL temporal patch; two frame rows for LLaVA-OneVision
 
     @property
@@ -176,7 +178,8 @@ def pretrain_vision(
         vision_parameters(model) + list(probe.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     model.train()
-    for step in range(cfg.total_steps):
+
+    def examples_at(step: int) -> list[tuple[VideoPrompt, torch.Tensor]]:
         rng = stream_rng(seed, step)
         if step < cfg.slab_steps:
             seeds = draw_seeds(rng, clip_pool, cfg.slab_batch_size)
@@ -184,12 +187,13 @@ def pretrain_vision(
         else:
             seeds = draw_seeds(rng, clip_pool, cfg.batch_size)
             examples = [whole_clip_example(clip_seed, frames_of(clip_seed)) for clip_seed in seeds]
-        features, labels = [], []
-        for frames, label_of in examples:
-            prompt = adapter.build_prompt(frames, "")
-            features.append(adapter.video_features(prompt))  # [t*h*w, hidden]
-            labels.append(label_of(prompt.video_grid))
-        loss = probe.loss(torch.cat(features), torch.cat(labels))
+        prompts = [adapter.build_prompt(frames, "") for frames, _ in examples]
+        return [(p, label_of(p.video_grid)) for p, (_, label_of) in zip(prompts, examples)]
+
+    for step, examples in enumerate(prefetched(examples_at, 0, cfg.total_steps)):
+        with mixed_precision(cfg.bf16_autocast):
+            features = [adapter.video_features(prompt) for prompt, _ in examples]  # [t*h*w, hidden] each
+            loss = probe.loss(torch.cat(features), torch.cat([labels for _, labels in examples]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -40,6 +40,7 @@ from specvid.models.loader import ADAPTERS
 from specvid.models.tiny import build_tiny_model
 from specvid.video import decode_video
 from specvid.zoo.language import describe_clip
+from specvid.zoo.loop import mixed_precision, prefetched
 from specvid.zoo.models import ZooModel, checkpoint_dir
 from specvid.zoo.shapesworld import (
     clip_spec_for_seed,
@@ -74,6 +75,7 @@ class TrainConfig:
     turns: int = 6  # questions packed into one training sequence
     vision: VisionStageConfig = VisionStageConfig()
     probe_weight: float = 0.5  # stage two's auxiliary probe loss; 0 turns it off
+    bf16_autocast: bool = True  # stage two's forward in bfloat16 autocast (`mixed_precision`)
     patch_embedding_gain: float = 10.0
     train_clips: int = 10**9  # distinct clips drawn from; fresh ones every step by default
     num_frames: int = 8
@@ -224,19 +226,15 @@ def train_model(
         _save_state(state_path, model, probe, optimizer, 0)
     step = _resume(state_path, model, probe, optimizer)
     model.train()
-    while step < cfg.steps:
-        rng = stream_rng(cfg.seed * 1_000_003 + model_spec.seed, step)  # resumable: per-step stream
-        picks = draw_seeds(rng, clip_pool, cfg.batch_size)
-        frames = [training_frames(seed, cfg.num_frames, cfg.size) for seed in picks]
-        rows = [encode_conversation(adapter, f, example_turns(s, rng, cfg)) for s, f in zip(picks, frames)]
-        batch = collate(rows, tokenizer.pad_token_id, adapter.video_token_id, model_spec.family)
+    batches = prefetched(lambda s: language_batch(adapter, model_spec, cfg, clip_pool, s), step, cfg.steps)
+    for picks, rows, batch in batches:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        with recorded_video_features(model) as grids:
+        with recorded_video_features(model) as grids, mixed_precision(cfg.bf16_autocast):
             language_loss = model(**batch, use_cache=False).loss
-        loss = language_loss
-        if cfg.probe_weight:
-            loss = loss + cfg.probe_weight * _probe_loss(probe, grids, rows, picks, cfg.num_frames)
+            loss = language_loss
+            if cfg.probe_weight:
+                loss = loss + cfg.probe_weight * _probe_loss(probe, grids, rows, picks, cfg.num_frames)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -246,6 +244,19 @@ def train_model(
         if step % cfg.save_every == 0 or step == cfg.steps:
             _save_state(state_path, model, probe, optimizer, step)
     return export(model, tokenizer, out_dir or checkpoint_dir(model_spec.name))
+
+
+def language_batch(adapter: VideoLLM, model_spec: ZooModel, cfg: TrainConfig, clip_pool, step: int):
+    """Stage two's batch at `step`: clip seeds, encoded rows and the collated tensors.
+
+    A function of `step` alone (its own random stream), so a resumed run sees the same data.
+    """
+    rng = stream_rng(cfg.seed * 1_000_003 + model_spec.seed, step)
+    picks = draw_seeds(rng, clip_pool, cfg.batch_size)
+    frames = [training_frames(seed, cfg.num_frames, cfg.size) for seed in picks]
+    rows = [encode_conversation(adapter, f, example_turns(s, rng, cfg)) for s, f in zip(picks, frames)]
+    tokenizer = adapter.tokenizer
+    return picks, rows, collate(rows, tokenizer.pad_token_id, adapter.video_token_id, model_spec.family)
 
 
 def _probe_loss(probe: TokenProbe, grids: list, rows: list[dict], seeds: list[int], num_frames: int):
