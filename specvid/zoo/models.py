@@ -43,7 +43,7 @@ _DRAFT = replace(_TRAIN, text_hidden=64, text_layers=1, text_kv_heads=1, vision_
 PAIRS: dict[str, ZooPair] = {
     pair: ZooPair(
         pair,
-        ZooModel(pair, family, _TARGET, seed=10, train_steps=1500),
+        ZooModel(pair, family, _TARGET, seed=10, train_steps=2400),
         ZooModel(f"{pair}-draft", family, _DRAFT, seed=20, train_steps=1500),
     )
     for pair, family in (("qwen-tiny", "qwen2_5_vl"), ("llava-tiny", "llava_onevision"))

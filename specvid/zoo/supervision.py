@@ -54,7 +54,7 @@ IGNORE = -100  # a label column the probe is not asked about (motion, on a singl
 class VisionStageConfig:
     slab_steps: int = 0  # phase one: single slabs; colour, kind and background (see the model card)
     slab_batch_size: int = 16
-    steps: int = 400  # phase two: whole clips; motion as well
+    steps: int = 500  # phase two: whole clips; motion as well
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.01
