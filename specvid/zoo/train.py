@@ -52,6 +52,7 @@ from specvid.zoo.shapesworld import (
     stream_rng,
 )
 from specvid.zoo.supervision import (
+    IGNORE,
     TokenProbe,
     VisionStageConfig,
     pretrain_vision,
@@ -59,8 +60,6 @@ from specvid.zoo.supervision import (
     token_labels,
 )
 from specvid.zoo.tokenizer import train_zoo_tokenizer, zoo_tokenizer
-
-IGNORE = -100
 
 
 @dataclass(frozen=True)
@@ -227,14 +226,14 @@ def train_model(
     step = _resume(state_path, model, probe, optimizer)
     model.train()
     batches = prefetched(lambda s: language_batch(adapter, model_spec, cfg, clip_pool, s), step, cfg.steps)
-    for picks, rows, batch in batches:
+    for rows, batch, probe_labels in batches:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         with recorded_video_features(model) as grids, mixed_precision(cfg.bf16_autocast):
             language_loss = model(**batch, use_cache=False).loss
             loss = language_loss
             if cfg.probe_weight:
-                loss = loss + cfg.probe_weight * _probe_loss(probe, grids, rows, picks, cfg.num_frames)
+                loss = loss + cfg.probe_weight * _probe_loss(probe, grids, rows, probe_labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -247,7 +246,7 @@ def train_model(
 
 
 def language_batch(adapter: VideoLLM, model_spec: ZooModel, cfg: TrainConfig, clip_pool, step: int):
-    """Stage two's batch at `step`: clip seeds, encoded rows and the collated tensors.
+    """Stage two's batch at `step`: encoded rows, the collated tensors and the probe's labels.
 
     A function of `step` alone (its own random stream), so a resumed run sees the same data.
     """
@@ -256,17 +255,18 @@ def language_batch(adapter: VideoLLM, model_spec: ZooModel, cfg: TrainConfig, cl
     frames = [training_frames(seed, cfg.num_frames, cfg.size) for seed in picks]
     rows = [encode_conversation(adapter, f, example_turns(s, rng, cfg)) for s, f in zip(picks, frames)]
     tokenizer = adapter.tokenizer
-    return picks, rows, collate(rows, tokenizer.pad_token_id, adapter.video_token_id, model_spec.family)
+    batch = collate(rows, tokenizer.pad_token_id, adapter.video_token_id, model_spec.family)
+    times = frame_times(cfg.num_frames)
+    probe_labels = torch.cat(
+        [token_labels(clip_spec_for_seed(s), row["video_grid"], times) for s, row in zip(picks, rows)]
+    )  # [sum t*h*w, 4]
+    return rows, batch, probe_labels
 
 
-def _probe_loss(probe: TokenProbe, grids: list, rows: list[dict], seeds: list[int], num_frames: int):
+def _probe_loss(probe: TokenProbe, grids: list, rows: list[dict], labels: torch.Tensor):
     """The stage-one objective on the video features of this batch's forward."""
     sizes = [math.prod(row["video_grid"]) for row in rows]
     features = torch.cat([grid[:n] for grid, n in zip(grids, sizes, strict=True)])  # [sum n, hidden]
-    times = frame_times(num_frames)
-    labels = torch.cat(
-        [token_labels(clip_spec_for_seed(s), row["video_grid"], times) for s, row in zip(seeds, rows)]
-    )
     return probe.loss(features, labels)
 
 
