@@ -20,6 +20,7 @@ which needs the frames before and after. The model card has what the slab phase 
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -113,22 +114,85 @@ def vision_parameters(model) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in language]
 
 
-class TokenProbe(torch.nn.Module):
-    """A linear read-out of `token_labels` from projected video features."""
+# The word that names each probe class, column by column in `CLASSES` order (None: no shape).
+# Motions are named by the canonical verb of `vocabulary.MOTION_OPTIONS`.
+MOTION_CLASS_WORDS = {"appear": "appears", "disappear": "disappears", "grow": "grows", "shrink": "shrinks", "stay": "still"}
+CLASS_WORDS: tuple[tuple[str | None, ...], ...] = (
+    (None, *COLOURS),
+    (None, *KINDS),
+    (None, *(MOTION_CLASS_WORDS.get(m, m) for m in MOTIONS)),
+    tuple(BACKGROUND_NAMES),
+)
 
-    def __init__(self, hidden: int, seed: int):
+
+def class_token_ids(tokenizer) -> torch.Tensor:
+    """The token id of each probe class's word (" red", " circle", ...), -1 for "no shape"."""  # -> [sum(CLASSES)]
+    ids = []
+    for word in (w for column in CLASS_WORDS for w in column):
+        if word is None:
+            ids.append(-1)
+            continue
+        pieces = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            raise ValueError(f"probe class word {word!r} is {len(pieces)} tokens; the zoo tokenizer keeps anchors whole")
+        ids.append(pieces[0])
+    return torch.tensor(ids)
+
+
+class TokenProbe(torch.nn.Module):
+    """A linear read-out of `token_labels` from projected video features.
+
+    Word-aligned (`token_ids` given): a class that has a word is read out along that word's
+    input embedding in the language model, so the tower learns to put a red triangle's token
+    where the words " red" and " triangle" point. The language model then finds "the triangle"
+    among the video tokens by the same match that relates two mentions of a word, and reads its
+    colour as the word " red". Only "no shape" keeps a free row. A learnt scale (initialised so
+    a feature equal to a word's embedding gives logit 1) lets features stay at the embeddings'
+    norm instead of growing to make confident logits.
+    """
+
+    def __init__(self, hidden: int, seed: int, token_ids: torch.Tensor | None = None, word_norm_sq: float = 1.0):
         super().__init__()
         self.linear = torch.nn.Linear(hidden, sum(CLASSES))
         with torch.no_grad():
             self.linear.weight.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(seed))
             self.linear.bias.zero_()
+        self.register_buffer("token_ids", token_ids if token_ids is not None else torch.empty(0, dtype=torch.long))
+        self.log_scale = torch.nn.Parameter(torch.tensor(-math.log(word_norm_sq)))
 
-    def loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    @property
+    def word_aligned(self) -> bool:
+        return self.token_ids.numel() > 0
+
+    def logits(self, features: torch.Tensor, word_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        # features [n, hidden], word_embeddings [vocab, hidden] -> [n, sum(CLASSES)]
+        if not self.word_aligned:
+            return self.linear(features)
+        if word_embeddings is None:
+            raise ValueError("a word-aligned probe needs the language model's input embeddings")
+        has_word = (self.token_ids >= 0)[:, None]
+        # The words are the fixed target here: the probe moves the tower, never the vocabulary.
+        words = word_embeddings.detach()[self.token_ids.clamp(min=0)] * self.log_scale.exp()
+        return F.linear(features, torch.where(has_word, words, self.linear.weight), self.linear.bias)
+
+    def loss(
+        self, features: torch.Tensor, labels: torch.Tensor, word_embeddings: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Summed cross-entropy of the label columns that are asked (not all `IGNORE`)."""
         # features [n, hidden], labels [n, 4]
-        logits = self.linear(features).split(CLASSES, dim=-1)
+        logits = self.logits(features, word_embeddings).split(CLASSES, dim=-1)
         asked = [i for i in range(len(CLASSES)) if (labels[:, i] != IGNORE).any()]
         return sum(F.cross_entropy(logits[i], labels[:, i], ignore_index=IGNORE) for i in asked)
+
+
+def probe_for(model, tokenizer, seed: int, word_aligned: bool) -> TokenProbe:
+    """The stage-one probe of a zoo model, word-aligned to its input embeddings or free."""
+    hidden = model.config.get_text_config().hidden_size
+    if not word_aligned:
+        return TokenProbe(hidden, seed)
+    ids = class_token_ids(tokenizer)
+    words = model.get_input_embeddings().weight.detach()[ids.clamp(min=0)]
+    return TokenProbe(hidden, seed, ids, word_norm_sq=float(words.pow(2).sum(-1).mean()))
 
 
 @contextmanager
@@ -193,7 +257,8 @@ def pretrain_vision(
     for step, examples in enumerate(prefetched(examples_at, 0, cfg.total_steps)):
         with mixed_precision(cfg.bf16_autocast):
             features = [adapter.video_features(prompt) for prompt, _ in examples]  # [t*h*w, hidden] each
-            loss = probe.loss(torch.cat(features), torch.cat([labels for _, labels in examples]))
+            labels = torch.cat([labels for _, labels in examples])
+            loss = probe.loss(torch.cat(features), labels, model.get_input_embeddings().weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -41,6 +41,7 @@ from specvid.models.tiny import build_tiny_model
 from specvid.video import decode_video
 from specvid.zoo.language import describe_clip
 from specvid.zoo.loop import mixed_precision, prefetched
+from specvid.zoo.questions import QA
 from specvid.zoo.models import ZooModel, checkpoint_dir
 from specvid.zoo.shapesworld import (
     clip_spec_for_seed,
@@ -56,6 +57,7 @@ from specvid.zoo.supervision import (
     TokenProbe,
     VisionStageConfig,
     pretrain_vision,
+    probe_for,
     recorded_video_features,
     token_labels,
 )
@@ -74,6 +76,8 @@ class TrainConfig:
     turns: int = 6  # questions packed into one training sequence
     vision: VisionStageConfig = VisionStageConfig()
     probe_weight: float = 0.5  # stage two's auxiliary probe loss; 0 turns it off
+    lookups_first: bool = True  # order a conversation's questions by `turn_rank`
+    word_aligned_probe: bool = True  # the probe reads classes along their words' embeddings
     bf16_autocast: bool = True  # stage two's forward in bfloat16 autocast (`mixed_precision`)
     patch_embedding_gain: float = 10.0
     train_clips: int = 10**9  # distinct clips drawn from; fresh ones every step by default
@@ -90,11 +94,32 @@ def training_frames(seed: int, num_frames: int, size: int) -> np.ndarray:
     return decode_video(data, sampling, VideoLimits()).frames
 
 
+# Where a question goes in a packed conversation. Served models are asked one question at a
+# time, so a lookup only counts if it was learnt from the video; but once a turn has named a
+# shape in full ("What does the red triangle do?", "Yes, there is a red triangle."), a later
+# "What colour is the triangle?" can be answered by copying from the text. Questions that look a
+# shape up by one attribute therefore come first, and the motion questions, whose prompts name
+# every shape, come last. Within a rank the order stays random.
+# Colour-by-kind and exists go before shape-by-colour and order, whose answers name a shape in
+# full; captions already teach the colour -> kind direction.
+TURN_RANK = {"color": 0, "exists": 0, "shape": 1, "order": 1, "count": 2, "background": 2, "motion": 3}
+CHOICE_RANK = 3  # a multiple-choice question lists its options, often a shape's full name
+
+
+def turn_rank(qa: QA) -> int:
+    return CHOICE_RANK if qa.options else TURN_RANK[qa.kind]
+
+
 def example_turns(seed: int, rng: np.random.Generator, cfg: TrainConfig) -> list[tuple[str, str]]:
-    """(prompt, answer) turns for a clip: some of its questions, or its caption and fewer."""
+    """(prompt, answer) turns for a clip: some of its questions, or its caption and fewer.
+
+    With `cfg.lookups_first` the drawn questions are ordered by `turn_rank`.
+    """
     text = describe_clip(clip_spec_for_seed(seed), rng)
-    order = rng.permutation(len(text.qa))
-    turns = [(text.qa[i].question, text.qa[i].answer) for i in order[: cfg.turns]]
+    drawn = [text.qa[i] for i in rng.permutation(len(text.qa))[: cfg.turns]]
+    if cfg.lookups_first:
+        drawn.sort(key=turn_rank)  # stable: random within a rank
+    turns = [(qa.question, qa.answer) for qa in drawn]
     if rng.random() < cfg.caption_share:
         # A caption is as long as several answers; it replaces two questions.
         turns = [(text.caption_prompt, text.caption)] + turns[: max(0, cfg.turns - 2)]
@@ -203,7 +228,7 @@ def train_model(
     model, tokenizer = build_tiny_model(model_spec.family, model_spec.size, model_spec.seed, tokenizer)
     amplify_patch_embedding(model, cfg.patch_embedding_gain)
     adapter = ADAPTERS[model_spec.family](model, tokenizer, name=model_spec.name)
-    probe = TokenProbe(model.config.get_text_config().hidden_size, seed=cfg.seed + model_spec.seed)
+    probe = probe_for(model, tokenizer, cfg.seed + model_spec.seed, cfg.word_aligned_probe)
     state_path = work_dir / model_spec.name / "state.pt"
     clip_pool = split_seeds("train", cfg.train_clips)
     if not state_path.is_file():  # a saved state means stage one is done
@@ -233,7 +258,7 @@ def train_model(
             language_loss = model(**batch, use_cache=False).loss
             loss = language_loss
             if cfg.probe_weight:
-                loss = loss + cfg.probe_weight * _probe_loss(probe, grids, rows, probe_labels)
+                loss = loss + cfg.probe_weight * _probe_loss(model, probe, grids, rows, probe_labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -263,11 +288,11 @@ def language_batch(adapter: VideoLLM, model_spec: ZooModel, cfg: TrainConfig, cl
     return rows, batch, probe_labels
 
 
-def _probe_loss(probe: TokenProbe, grids: list, rows: list[dict], labels: torch.Tensor):
+def _probe_loss(model, probe: TokenProbe, grids: list, rows: list[dict], labels: torch.Tensor):
     """The stage-one objective on the video features of this batch's forward."""
     sizes = [math.prod(row["video_grid"]) for row in rows]
     features = torch.cat([grid[:n] for grid, n in zip(grids, sizes, strict=True)])  # [sum n, hidden]
-    return probe.loss(features, labels)
+    return probe.loss(features, labels, model.get_input_embeddings().weight)
 
 
 # Shipped weights are stored in bfloat16, half the bytes of float32; the loader casts them to

@@ -24,7 +24,11 @@ from specvid.zoo.supervision import (
     IGNORE,
     KINDS,
     MOTION_COLUMN,
+    CLASS_WORDS,
+    CLASSES,
     TokenProbe,
+    class_token_ids,
+    probe_for,
     recorded_video_features,
     slab_example,
     token_labels,
@@ -87,3 +91,50 @@ def test_a_slab_is_consecutive_frames_of_the_clip_labelled_without_motion():
     probe = TokenProbe(hidden=8, seed=0)
     loss = probe.loss(torch.randn(len(labels), 8), labels)
     assert torch.isfinite(loss)
+
+
+@pytest.fixture(scope="module")
+def zoo_draft():
+    return load_model("qwen-tiny-draft")  # a shipped model: the zoo tokenizer, 0.7 MB of weights
+
+
+def test_every_probe_class_has_one_word_token_in_the_zoo_tokenizer(zoo_draft):
+    ids = class_token_ids(zoo_draft.tokenizer)
+    words = [w for column in CLASS_WORDS for w in column]
+    assert len(ids) == sum(CLASSES) == len(words)
+    assert [int(i) < 0 for i in ids] == [w is None for w in words]  # only "no shape" has no word
+    assert len(set(ids[ids >= 0].tolist())) == len(ids[ids >= 0])  # distinct words, distinct tokens
+
+
+def test_a_word_aligned_probe_reads_a_class_along_its_words_embedding(zoo_draft):
+    tokenizer = zoo_draft.tokenizer
+    words = torch.randn(len(tokenizer), 16, requires_grad=True)
+    probe = TokenProbe(hidden=16, seed=0, token_ids=class_token_ids(tokenizer), word_norm_sq=1.0)
+    red = tokenizer(" red", add_special_tokens=False)["input_ids"][0]
+    feature = 5 * words[red].detach()[None]  # a token that "looks like" the word red
+    colour_logits = probe.logits(feature, words)[0, : CLASSES[0]]
+    assert colour_logits.argmax() == 1 + COLOURS.index("red")
+    # The words are the probe's fixed target: its loss trains the features, never the vocabulary.
+    labels = torch.tensor([[1 + COLOURS.index("red"), 0, 0, 0]])
+    features = feature.clone().requires_grad_(True)
+    probe.loss(features, labels, words).backward()
+    assert words.grad is None and features.grad is not None
+    with pytest.raises(ValueError, match="input embeddings"):
+        probe.logits(feature)
+
+
+def test_probe_for_scales_word_logits_to_the_embeddings_norm(zoo_draft):
+    adapter, tokenizer = zoo_draft, zoo_draft.tokenizer
+    probe = probe_for(adapter.model, tokenizer, seed=0, word_aligned=True)
+    words = adapter.model.get_input_embeddings().weight
+    red = class_token_ids(tokenizer)[1]
+    with torch.no_grad():
+        logit = probe.logits(words[red][None], words)[0, 1]
+    # A feature equal to a word's embedding gives a logit near 1 whatever the embeddings' scale.
+    assert 0.3 < float(logit) < 3.0
+    assert not probe_for(adapter.model, tokenizer, seed=0, word_aligned=False).word_aligned
+
+
+def test_a_tokenizer_that_splits_a_class_word_is_refused():
+    with pytest.raises(ValueError, match="tokens; the zoo tokenizer keeps anchors whole"):
+        class_token_ids(load_model("random-qwen-draft").tokenizer)  # a byte-level BPE without the zoo's merges
