@@ -4,7 +4,8 @@ Every clip goes through the same path a user's video does (mp4 bytes -> PyAV -> 
 every answer through `LocalEngine`. Reported per pair:
 
 - quality: fact F1 of captions and QA accuracy, target alone and draft alone (greedy), and the
-  target's QA accuracy per kind of question (colour, shape, motion, count, ...);
+  target's QA accuracy per kind of question (colour, shape, motion, count, ...), per form (open
+  or multiple choice) and per number of shapes in the clip;
 - agreement: along the target's own captions, how often the draft's greedy next token equals
   the target's, split by whether the target's token is a visual anchor or a filler;
 - cost: median decode milliseconds per token of each model, and their ratio c;
@@ -86,6 +87,8 @@ def evaluate_pair(
     alone = LocalEngine(draft)
     target_scores, draft_scores, agree = [], [], []
     by_kind: dict[str, list[bool]] = {}
+    by_form: dict[str, list[bool]] = {}
+    by_shapes: dict[str, list[bool]] = {}
     ms = {"target": [], "draft": []}
     sd_counts = {k: {"identical": 0, "accepted": 0, "rounds": 0} for k in draft_lengths}
     count = 0
@@ -101,6 +104,8 @@ def evaluate_pair(
         for qa in clip.qa:
             target_scores.append(score_answer(_ask(pair, video, qa.question, "ar", 1, 24).text, qa))
             by_kind.setdefault(qa.kind, []).append(target_scores[-1])
+            by_form.setdefault("choice" if qa.options else "open", []).append(target_scores[-1])
+            by_shapes.setdefault(str(clip.spec.count), []).append(target_scores[-1])
             draft_scores.append(score_answer(_ask(alone, video, qa.question, "ar", 1, 24).text, qa))
         agree.extend(draft_agreement(target, draft, video, clip.caption_prompt, caption.token_ids))
         for k in draft_lengths:
@@ -118,7 +123,9 @@ def evaluate_pair(
         "target_qa_acc": t["qa_accuracy"],
         "draft_fact_f1": d["fact_f1"],
         "draft_qa_acc": d["qa_accuracy"],
-        "target_qa_acc_by_kind": {kind: _rate(ok) for kind, ok in sorted(by_kind.items())},
+        "target_qa_acc_by_kind": _rates(by_kind),
+        "target_qa_acc_by_form": _rates(by_form),
+        "target_qa_acc_by_shapes": _rates(by_shapes),
         "agreement_anchor": _rate([ok for ok, anchor in agree if anchor]),
         "agreement_filler": _rate([ok for ok, anchor in agree if not anchor]),
         "anchor_positions": sum(1 for _, anchor in agree if anchor),
@@ -143,6 +150,10 @@ def _per_token_ms(result: GenerationResult, out: list[float]) -> None:
 
 def _median(values: list[float]) -> Optional[float]:
     return statistics.median(values) if values else None
+
+
+def _rates(groups: dict[str, list[bool]]) -> dict[str, Optional[float]]:
+    return {key: _rate(flags) for key, flags in sorted(groups.items())}
 
 
 def _rate(flags: list[bool]) -> Optional[float]:

@@ -20,5 +20,14 @@ def test_card_figures_of_a_random_pair():
     asked = {qa.kind for seed in seeds for qa in make_clip(seed).qa}
     by_kind = card["target_qa_acc_by_kind"]
     assert set(by_kind) == asked and all(0.0 <= acc <= 1.0 for acc in by_kind.values())
+    questions = [(qa, make_clip(seed).spec.count) for seed in seeds for qa in make_clip(seed).qa]
+    assert set(card["target_qa_acc_by_form"]) == {"choice" if qa.options else "open" for qa, _ in questions}
+    assert set(card["target_qa_acc_by_shapes"]) == {str(count) for _, count in questions}
+    # Every split is a partition of the same answers: its weighted mean is the overall accuracy.
+    sizes = {}
+    for qa, count in questions:
+        sizes[str(count)] = sizes.get(str(count), 0) + 1
+    weighted = sum(card["target_qa_acc_by_shapes"][k] * n for k, n in sizes.items()) / len(questions)
+    assert abs(weighted - card["target_qa_acc"]) < 1e-9
     assert card["anchor_positions"] + card["filler_positions"] > 0
     assert card["cost_ratio"] == card["draft_ms_per_token"] / card["target_ms_per_token"]
