@@ -116,7 +116,9 @@ def vision_parameters(model) -> list[torch.nn.Parameter]:
 
 # The word that names each probe class, column by column in `CLASSES` order (None: no shape).
 # Motions are named by the canonical verb of `vocabulary.MOTION_OPTIONS`.
-MOTION_CLASS_WORDS = {"appear": "appears", "disappear": "disappears", "grow": "grows", "shrink": "shrinks", "stay": "still"}
+MOTION_CLASS_WORDS = {
+    "appear": "appears", "disappear": "disappears", "grow": "grows", "shrink": "shrinks", "stay": "still",
+}  # fmt: skip
 CLASS_WORDS: tuple[tuple[str | None, ...], ...] = (
     (None, *COLOURS),
     (None, *KINDS),
@@ -134,7 +136,9 @@ def class_token_ids(tokenizer) -> torch.Tensor:
             continue
         pieces = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
         if len(pieces) != 1:
-            raise ValueError(f"probe class word {word!r} is {len(pieces)} tokens; the zoo tokenizer keeps anchors whole")
+            raise ValueError(
+                f"probe class word {word!r} is {len(pieces)} tokens; the zoo tokenizer keeps anchors whole"
+            )
         ids.append(pieces[0])
     return torch.tensor(ids)
 
@@ -148,21 +152,24 @@ class TokenProbe(torch.nn.Module):
     among the video tokens by the same match that relates two mentions of a word, and reads its
     colour as the word " red". Only "no shape" keeps a free row. A learnt scale (initialised so
     a feature equal to a word's embedding gives logit 1) lets features stay at the embeddings'
-    norm instead of growing to make confident logits.
+    norm instead of growing to make confident logits. A free probe has neither, so its state is
+    what it was before word alignment existed.
     """
 
-    def __init__(self, hidden: int, seed: int, token_ids: torch.Tensor | None = None, word_norm_sq: float = 1.0):
+    def __init__(
+        self, hidden: int, seed: int, token_ids: torch.Tensor | None = None, word_norm_sq: float = 1.0
+    ):
         super().__init__()
         self.linear = torch.nn.Linear(hidden, sum(CLASSES))
         with torch.no_grad():
             self.linear.weight.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(seed))
             self.linear.bias.zero_()
-        self.register_buffer("token_ids", token_ids if token_ids is not None else torch.empty(0, dtype=torch.long))
-        self.log_scale = torch.nn.Parameter(torch.tensor(-math.log(word_norm_sq)))
+        self.register_buffer("token_ids", token_ids)  # [sum(CLASSES)]; None for a free probe
+        self.log_scale = None if token_ids is None else torch.nn.Parameter(torch.tensor(-math.log(word_norm_sq)))
 
     @property
     def word_aligned(self) -> bool:
-        return self.token_ids.numel() > 0
+        return self.token_ids is not None
 
     def logits(self, features: torch.Tensor, word_embeddings: torch.Tensor | None = None) -> torch.Tensor:
         # features [n, hidden], word_embeddings [vocab, hidden] -> [n, sum(CLASSES)]

@@ -76,8 +76,8 @@ class TrainConfig:
     turns: int = 6  # questions packed into one training sequence
     vision: VisionStageConfig = VisionStageConfig()
     probe_weight: float = 0.5  # stage two's auxiliary probe loss; 0 turns it off
-    lookups_first: bool = True  # order a conversation's questions by `turn_rank`
-    word_aligned_probe: bool = True  # the probe reads classes along their words' embeddings
+    lookups_first: bool = False  # order a conversation's questions by `turn_rank` (model card: tried)
+    word_aligned_probe: bool = False  # `supervision.probe_for` (model card: tried, not adopted)
     bf16_autocast: bool = True  # stage two's forward in bfloat16 autocast (`mixed_precision`)
     patch_embedding_gain: float = 10.0
     train_clips: int = 10**9  # distinct clips drawn from; fresh ones every step by default
