@@ -41,8 +41,8 @@ from specvid.models.tiny import build_tiny_model
 from specvid.video import decode_video
 from specvid.zoo.language import describe_clip
 from specvid.zoo.loop import mixed_precision, prefetched
-from specvid.zoo.questions import QA
 from specvid.zoo.models import ZooModel, checkpoint_dir
+from specvid.zoo.questions import QA
 from specvid.zoo.shapesworld import (
     clip_spec_for_seed,
     draw_seeds,
@@ -94,14 +94,13 @@ def training_frames(seed: int, num_frames: int, size: int) -> np.ndarray:
     return decode_video(data, sampling, VideoLimits()).frames
 
 
-# Where a question goes in a packed conversation. Served models are asked one question at a
-# time, so a lookup only counts if it was learnt from the video; but once a turn has named a
-# shape in full ("What does the red triangle do?", "Yes, there is a red triangle."), a later
-# "What colour is the triangle?" can be answered by copying from the text. Questions that look a
-# shape up by one attribute therefore come first, and the motion questions, whose prompts name
-# every shape, come last. Within a rank the order stays random.
-# Colour-by-kind and exists go before shape-by-colour and order, whose answers name a shape in
-# full; captions already teach the colour -> kind direction.
+# Where a question goes in a packed conversation (`lookups_first`). Served models are asked one
+# question at a time, so a lookup only counts if it was learnt from the video; but once a turn
+# has named a shape in full ("What does the red triangle do?", "Yes, there is a red triangle."),
+# a later "What colour is the triangle?" can be answered by copying from the text. So the
+# lookups by kind come first; shape-by-colour and order follow (their answers name a shape in
+# full, and captions already teach the colour -> kind direction); the motion questions, whose
+# prompts name every shape, come last. Within a rank the order stays random.
 TURN_RANK = {"color": 0, "exists": 0, "shape": 1, "order": 1, "count": 2, "background": 2, "motion": 3}
 CHOICE_RANK = 3  # a multiple-choice question lists its options, often a shape's full name
 

@@ -20,12 +20,12 @@ from specvid.zoo.shapesworld import (
 )
 from specvid.zoo.supervision import (
     BACKGROUND_NAMES,
+    CLASS_WORDS,
+    CLASSES,
     COLOURS,
     IGNORE,
     KINDS,
     MOTION_COLUMN,
-    CLASS_WORDS,
-    CLASSES,
     TokenProbe,
     class_token_ids,
     probe_for,
@@ -137,4 +137,5 @@ def test_probe_for_scales_word_logits_to_the_embeddings_norm(zoo_draft):
 
 def test_a_tokenizer_that_splits_a_class_word_is_refused():
     with pytest.raises(ValueError, match="tokens; the zoo tokenizer keeps anchors whole"):
-        class_token_ids(load_model("random-qwen-draft").tokenizer)  # a byte-level BPE without the zoo's merges
+        # The random test models use a byte-level BPE without the zoo's merges.
+        class_token_ids(load_model("random-qwen-draft").tokenizer)
