@@ -43,6 +43,7 @@ from specvid.zoo.shapesworld import (
     render_frames,
     stream_rng,
 )
+from specvid.zoo.vocabulary import MOTION_OPTIONS
 
 COLOURS, KINDS, BACKGROUND_NAMES = list(SHAPE_COLOURS), list(SHAPE_KINDS), list(BACKGROUNDS)
 # Label columns: colour, kind and motion of the shape under the token (0 = no shape), background.
@@ -115,20 +116,19 @@ def vision_parameters(model) -> list[torch.nn.Parameter]:
 
 
 # The word that names each probe class, column by column in `CLASSES` order (None: no shape).
-# Motions are named by the canonical verb of `vocabulary.MOTION_OPTIONS`.
-MOTION_CLASS_WORDS = {
-    "appear": "appears", "disappear": "disappears", "grow": "grows", "shrink": "shrinks", "stay": "still",
-}  # fmt: skip
+# A motion is named by the last word of its multiple-choice option ("moves left" -> "left",
+# "stays still" -> "still").
 CLASS_WORDS: tuple[tuple[str | None, ...], ...] = (
     (None, *COLOURS),
     (None, *KINDS),
-    (None, *(MOTION_CLASS_WORDS.get(m, m) for m in MOTIONS)),
+    (None, *(MOTION_OPTIONS[m].split()[-1] for m in MOTIONS)),
     tuple(BACKGROUND_NAMES),
 )
 
 
 def class_token_ids(tokenizer) -> torch.Tensor:
-    """The token id of each probe class's word (" red", " circle", ...), -1 for "no shape"."""  # -> [sum(CLASSES)]
+    """The token id of each probe class's word (" red", " circle", ...), -1 for "no shape"."""
+    # -> [sum(CLASSES)]
     ids = []
     for word in (w for column in CLASS_WORDS for w in column):
         if word is None:
@@ -264,8 +264,8 @@ def pretrain_vision(
     for step, examples in enumerate(prefetched(examples_at, 0, cfg.total_steps)):
         with mixed_precision(cfg.bf16_autocast):
             features = [adapter.video_features(prompt) for prompt, _ in examples]  # [t*h*w, hidden] each
-            labels = torch.cat([labels for _, labels in examples])
-            loss = probe.loss(torch.cat(features), labels, model.get_input_embeddings().weight)
+            targets = torch.cat([labels for _, labels in examples])
+            loss = probe.loss(torch.cat(features), targets, model.get_input_embeddings().weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
