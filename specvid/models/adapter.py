@@ -150,7 +150,7 @@ class VideoLLM(ABC):
         """The family's chat format with the video placeholders expanded."""
 
     @abstractmethod
-    def _prompt_positions(self, prompt: VideoPrompt) -> torch.Tensor:
+    def prompt_positions(self, prompt: VideoPrompt) -> torch.Tensor:
         """Positions of every prompt token, [P, L] (P = 3 for M-RoPE, 1 otherwise)."""
 
     @property
@@ -172,6 +172,15 @@ class VideoLLM(ABC):
             raise InvalidRequestError("the prompt must not contain video placeholder tokens itself")
         grid_size = grid[0] * grid[1] * grid[2]
         return VideoPrompt(input_ids, placeholders[:grid_size], grid, vision_inputs)
+
+    def text_after_video(self, prompt: str) -> list[int]:
+        """Token ids a single-question prompt holds after its last video placeholder.
+
+        The question and the assistant header; what comes before is the same for every
+        question about one video (training packs questions that share it, `zoo.train`).
+        """
+        ids = self.tokenizer(self._prompt_text(prompt, 1))["input_ids"]
+        return ids[ids.index(self.video_token_id) + 1 :]
 
     # ---- decoding ---------------------------------------------------------------------------
 
@@ -253,7 +262,7 @@ class VideoLLM(ABC):
         rows = self._kept_rows(prompt, keep_video)
         if positions == "compact":
             return rows, torch.arange(len(rows), dtype=torch.long).expand(self._position_rows, len(rows))
-        return rows, self._prompt_positions(prompt)[:, rows]
+        return rows, self.prompt_positions(prompt)[:, rows]
 
     @contextmanager
     def _video_attention(self, recorded: _VideoAttention) -> Iterator[_VideoAttention]:

@@ -51,5 +51,5 @@ class LlavaOnevisionAdapter(VideoLLM):
             "<|im_start|>assistant\n"
         )
 
-    def _prompt_positions(self, prompt: VideoPrompt) -> torch.Tensor:
+    def prompt_positions(self, prompt: VideoPrompt) -> torch.Tensor:
         return torch.arange(len(prompt), dtype=torch.long)[None]  # [1, L]

@@ -69,7 +69,7 @@ class Qwen2_5_VLAdapter(VideoLLM):
             f"{prompt}<|im_end|>\n<|im_start|>assistant\n"
         )
 
-    def _prompt_positions(self, prompt: VideoPrompt) -> torch.Tensor:
+    def prompt_positions(self, prompt: VideoPrompt) -> torch.Tensor:
         ids = prompt.input_ids[None]
         # Token types (0 text, 2 video) drive the 3-D layout; without them transformers
         # silently falls back to 1-D positions.

@@ -67,7 +67,7 @@ def test_stepwise_equals_block(random_models, family):
 def test_qwen_video_tokens_have_3d_positions(random_models):
     adapter = random_models["qwen"][0]
     prompt = adapter.build_prompt(random_frames(0, num_frames=8), "Describe.", fps=2.0)
-    positions = adapter._prompt_positions(prompt)  # [3, L]
+    positions = adapter.prompt_positions(prompt)  # [3, L]
     t, h, w = prompt.video_grid
     video_pos = positions[:, prompt.video_index].reshape(3, t, h, w)
     # Height and width axes vary across the grid; M-RoPE is active, not 1-D.

@@ -1,4 +1,5 @@
-"""Stage two's training conversations: which turns a clip gives, and in what order."""
+"""Stage two's training conversations: which turns a clip gives, in what order, and how a row
+of sibling turns encodes them."""
 
 from __future__ import annotations
 
@@ -6,10 +7,22 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
+from specvid.models.loader import load_model
 from specvid.zoo.language import describe_clip
 from specvid.zoo.shapesworld import clip_spec_for_seed, split_seeds
-from specvid.zoo.train import TrainConfig, example_turns, turn_rank
+from specvid.zoo.train import (
+    PAD_SEGMENT,
+    TrainConfig,
+    collate,
+    encode_conversation,
+    encode_siblings,
+    example_turns,
+    sibling_attention_mask,
+    training_frames,
+    turn_rank,
+)
 
 SEEDS = split_seeds("train", 40)
 
@@ -51,3 +64,41 @@ def test_a_caption_opens_the_conversation_and_replaces_two_questions(lookups_fir
     text = describe_clip(clip_spec_for_seed(seed), np.random.default_rng(seed))
     assert turns[0][0] == text.caption_prompt
     assert len(turns) == 1 + min(cfg.turns, len(text.qa)) - 2
+
+
+def test_a_sibling_sees_the_prefix_and_itself_only():
+    segments = torch.tensor([[0, 0, 1, 1, 2, 2, PAD_SEGMENT]])
+    mask = sibling_attention_mask(segments)[0, 0]  # [L, L], True = attend
+    assert mask[3].tolist() == [True, True, True, True, False, False, False]
+    assert mask[5].tolist() == [True, True, False, False, True, True, False]  # not turn 1
+    assert mask[6].tolist() == [True, True, False, False, False, False, False]  # padding: prefix
+    assert not mask.triu(1).any()  # causal
+
+
+def _answer_logits(adapter, rows: list[dict]) -> list[torch.Tensor]:
+    """Logits at every labelled position of each row, from one batched forward."""
+    batch = collate(rows, adapter.tokenizer.pad_token_id, adapter.video_token_id, adapter.family)
+    with torch.no_grad():
+        logits = adapter.model(**batch, use_cache=False).logits
+    labelled = batch["labels"] != -100
+    return [logits[i, labelled[i]] for i in range(len(rows))]
+
+
+@pytest.mark.parametrize("name", ["qwen-tiny-draft", "llava-tiny-draft"])
+def test_sibling_turns_are_computed_as_single_questions_asked_after_the_video(name):
+    # The oracle: in a row of siblings every answer gets the logits it would get as the only
+    # question of a conversation, the layout served requests have.
+    adapter = load_model(name)
+    seed = SEEDS[2]
+    frames = training_frames(seed, num_frames=8, size=112)
+    turns = example_turns(seed, np.random.default_rng(seed), TrainConfig(caption_share=1.0))
+    assert len(turns) >= 3
+    siblings = [encode_siblings(adapter, frames, turns), encode_siblings(adapter, frames, turns[1:3])]
+    got = _answer_logits(adapter, siblings)  # two rows of different lengths: padding too
+    for row, logits, row_turns in zip(siblings, got, [turns, turns[1:3]]):
+        singles = _answer_logits(adapter, [encode_conversation(adapter, frames, [t]) for t in row_turns])
+        torch.testing.assert_close(logits, torch.cat(singles), atol=1e-4, rtol=1e-4)
+        assert len(set(row["segments"])) == 1 + len(row_turns)
+    # Packed one after another, the later answers see the earlier turns: a different computation.
+    packed = _answer_logits(adapter, [encode_conversation(adapter, frames, turns)])[0]
+    assert not torch.allclose(packed, got[0], atol=1e-3)
