@@ -89,6 +89,19 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="target,draft", help="which members of each pair to train")
     p.add_argument("--work-dir", default=".zoo-work", help="clip pool, tokenizer and resumable state")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one TrainConfig setting of the recipe, e.g. sibling_turns=true or vision.steps=800",
+    )
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        help="export the models into DIR/<name> instead of the package's checkpoints",
+    )
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -203,21 +216,30 @@ def run_zoo_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from specvid.zoo.models import PAIRS
-    from specvid.zoo.train import TrainConfig, train_model
+    from specvid.zoo.train import TrainConfig, train_model, with_overrides
 
     pairs = list(PAIRS) if args.pair == "all" else [args.pair]
     unknown = [p for p in pairs if p not in PAIRS]
     if unknown:
         print(f"unknown pair {unknown[0]!r}; known: {sorted(PAIRS)}", file=sys.stderr)
         return 2
+    roles = args.models.split(",")
+    if not set(roles) <= {"target", "draft"}:
+        print(f"--models takes target, draft or both, got {args.models!r}", file=sys.stderr)
+        return 2
+    try:
+        with_overrides(TrainConfig(), args.overrides)  # refuse a bad setting before any work
+    except ValueError as error:
+        print(f"--set: {error}", file=sys.stderr)
+        return 2
     torch.set_num_threads(os.cpu_count() or 1)
     work = Path(args.work_dir)
-    base = TrainConfig(seed=args.seed)
     for pair in pairs:
         members = {"target": PAIRS[pair].target, "draft": PAIRS[pair].draft}
-        for role in args.models.split(","):
+        for role in roles:
             model = members[role]
-            cfg = TrainConfig(**{**base.__dict__, "steps": model.train_steps})
+            cfg = with_overrides(TrainConfig(seed=args.seed, steps=model.train_steps), args.overrides)
+            out_dir = Path(args.out_dir) / model.name if args.out_dir else None
             bars: dict[str, tqdm] = {}
 
             def progress(stage: str, step: int, total: int, loss: float) -> None:
@@ -229,7 +251,7 @@ def run_zoo_train(args: argparse.Namespace) -> int:
                 bar.refresh()
 
             try:
-                out = train_model(model, cfg, work, progress)
+                out = train_model(model, cfg, work, progress, out_dir=out_dir)
             finally:
                 for bar in bars.values():
                     bar.close()

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from copy import deepcopy as copy_module
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -88,6 +88,48 @@ class TrainConfig:
     size: int = 112
     save_every: int = 100
     seed: int = 0
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def with_overrides(cfg, assignments: list[str]):
+    """`cfg` with `KEY=VALUE` assignments applied; `vision.steps=800` reaches a nested config.
+
+    Each value is parsed as the type of the field's current value, so a typo or a wrong type is
+    an error naming the field, never a silently ignored setting.
+    """
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep:
+            raise ValueError(f"expected KEY=VALUE, got {assignment!r}")
+        cfg = _assign(cfg, key.strip().split("."), text.strip(), key.strip())
+    return cfg
+
+
+def _assign(cfg, path: list[str], text: str, key: str):
+    names = {f.name for f in fields(cfg)}
+    if path[0] not in names:
+        raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(names))}")
+    current = getattr(cfg, path[0])
+    if len(path) > 1:
+        if not is_dataclass(current):
+            raise ValueError(f"{key!r}: {path[0]!r} has no settings of its own")
+        return replace(cfg, **{path[0]: _assign(current, path[1:], text, key)})
+    if is_dataclass(current):
+        raise ValueError(f"{key!r} is a group of settings; set one of them, e.g. {key}.steps=...")
+    return replace(cfg, **{path[0]: _parse_as(current, text, key)})
+
+
+def _parse_as(current, text: str, key: str):
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in _TRUE | _FALSE:
+                raise ValueError
+            return text.lower() in _TRUE
+        return type(current)(text)
+    except ValueError:
+        raise ValueError(f"{key!r} takes a {type(current).__name__}, got {text!r}") from None
 
 
 def training_frames(seed: int, num_frames: int, size: int) -> np.ndarray:

@@ -102,3 +102,17 @@ def test_sibling_turns_are_computed_as_single_questions_asked_after_the_video(na
     # Packed one after another, the later answers see the earlier turns: a different computation.
     packed = _answer_logits(adapter, [encode_conversation(adapter, frames, turns)])[0]
     assert not torch.allclose(packed, got[0], atol=1e-3)
+
+
+def test_settings_apply_by_name_with_their_field_types():
+    from specvid.zoo.train import with_overrides
+
+    cfg = with_overrides(TrainConfig(), ["sibling_turns=true", "lr=3e-4", "vision.steps=800", "turns = 9"])
+    assert (cfg.sibling_turns, cfg.lr, cfg.vision.steps, cfg.turns) == (True, 3e-4, 800, 9)
+    assert cfg.vision.batch_size == TrainConfig().vision.batch_size  # the rest stays
+    with pytest.raises(ValueError, match="takes a bool"):
+        with_overrides(TrainConfig(), ["sibling_turns=maybe"])
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        with_overrides(TrainConfig(), ["sibling_turns"])
+    with pytest.raises(ValueError, match="has no settings of its own"):
+        with_overrides(TrainConfig(), ["lr.steps=1"])
