@@ -238,7 +238,8 @@ def run_zoo_train(args: argparse.Namespace) -> int:
         members = {"target": PAIRS[pair].target, "draft": PAIRS[pair].draft}
         for role in roles:
             model = members[role]
-            cfg = with_overrides(TrainConfig(seed=args.seed, steps=model.train_steps), args.overrides)
+            recipe = TrainConfig(seed=args.seed, steps=model.train_steps)
+            cfg = with_overrides(recipe, [*model.settings, *args.overrides])
             out_dir = Path(args.out_dir) / model.name if args.out_dir else None
             bars: dict[str, tqdm] = {}
 

@@ -116,3 +116,12 @@ def test_settings_apply_by_name_with_their_field_types():
         with_overrides(TrainConfig(), ["sibling_turns"])
     with pytest.raises(ValueError, match="has no settings of its own"):
         with_overrides(TrainConfig(), ["lr.steps=1"])
+
+
+def test_every_zoo_models_recipe_settings_are_valid():
+    from specvid.zoo.models import MODELS
+    from specvid.zoo.train import with_overrides
+
+    recipes = {name: with_overrides(TrainConfig(), list(m.settings)) for name, m in MODELS.items()}
+    assert recipes["qwen-tiny"].sibling_turns and recipes["qwen-tiny"].word_aligned_probe
+    assert recipes["qwen-tiny-draft"] == TrainConfig()  # the drafts keep the default recipe
