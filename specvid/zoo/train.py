@@ -8,8 +8,8 @@ questions), in the family's chat format, the loss on every answer and its closin
 (weight `probe_weight`). Packing a clip's questions into one sequence gives the language model several
 supervised lookups per video forward (measured: teacher-forced anchor accuracy 0.36 after 400
 steps packed vs 0.31 after 1800 single-question steps). The turns follow one another as in a
-chat (`encode_conversation`), or, with `sibling_turns`, each sees the video and itself only
-(`encode_siblings`), as a served question does. The text is drawn afresh from the
+chat (`rows.encode_conversation`), or, with `sibling_turns`, each sees the video and itself only
+(`rows.encode_siblings`), as a served question does. The text is drawn afresh from the
 grammar every time, so fillers vary across epochs while the visual facts stay fixed: the model
 learns real uncertainty over fillers and none over anchors.
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from specvid.config import VideoLimits, VideoSampling
-from specvid.models.adapter import VideoLLM, VideoPrompt
+from specvid.models.adapter import VideoLLM
 from specvid.models.loader import ADAPTERS
 from specvid.models.tiny import build_tiny_model
 from specvid.video import decode_video
@@ -45,6 +45,7 @@ from specvid.zoo.language import describe_clip
 from specvid.zoo.loop import mixed_precision, prefetched
 from specvid.zoo.models import ZooModel, checkpoint_dir
 from specvid.zoo.questions import QA
+from specvid.zoo.rows import collate, encode_conversation, encode_siblings
 from specvid.zoo.shapesworld import (
     clip_spec_for_seed,
     draw_seeds,
@@ -55,7 +56,6 @@ from specvid.zoo.shapesworld import (
     stream_rng,
 )
 from specvid.zoo.supervision import (
-    IGNORE,
     TokenProbe,
     VisionStageConfig,
     pretrain_vision,
@@ -78,7 +78,7 @@ class TrainConfig:
     turns: int = 6  # questions packed into one training sequence
     vision: VisionStageConfig = VisionStageConfig()
     probe_weight: float = 0.5  # stage two's auxiliary probe loss; 0 turns it off
-    sibling_turns: bool = False  # each turn sees the video and itself only (`encode_siblings`)
+    sibling_turns: bool = False  # each turn sees the video and itself only (`rows.encode_siblings`)
     lookups_first: bool = False  # order a conversation's questions by `turn_rank` (model card: tried)
     word_aligned_probe: bool = False  # `supervision.probe_for` (model card: tried, not adopted)
     bf16_autocast: bool = True  # stage two's forward in bfloat16 autocast (`mixed_precision`)
@@ -168,126 +168,6 @@ def example_turns(seed: int, rng: np.random.Generator, cfg: TrainConfig) -> list
         # A caption is as long as several answers; it replaces two questions.
         turns = [(text.caption_prompt, text.caption)] + turns[: max(0, cfg.turns - 2)]
     return turns
-
-
-# Both zoo families speak ChatML; a follow-up user turn after an answer's `<|im_end|>`.
-FOLLOW_UP = "\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
-
-
-def encode_conversation(adapter: VideoLLM, frames: np.ndarray, turns: list[tuple[str, str]]) -> dict:
-    """One training row: input ids, labels on every answer, and the family's vision tensors."""
-    tokenizer = adapter.tokenizer
-    video_prompt = adapter.build_prompt(frames, turns[0][0])
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    ids = video_prompt.input_ids.tolist()
-    labels = [IGNORE] * len(ids)
-    for i, (prompt, answer) in enumerate(turns):
-        if i:
-            follow_up = tokenizer(FOLLOW_UP.format(prompt=prompt))["input_ids"]
-            ids += follow_up
-            labels += [IGNORE] * len(follow_up)
-        answer_ids = tokenizer(answer)["input_ids"] + [end]
-        ids += answer_ids
-        labels += answer_ids
-    return {
-        "input_ids": ids,
-        "labels": labels,
-        "vision": video_prompt.vision_inputs,
-        "video_grid": video_prompt.video_grid,
-    }
-
-
-def encode_siblings(adapter: VideoLLM, frames: np.ndarray, turns: list[tuple[str, str]]) -> dict:
-    """One training row whose turns are siblings: each sees the video and itself, not the others.
-
-    Layout `[prefix | tail_1 answer_1 | tail_2 answer_2 | ...]`: the prefix is the prompt up to
-    its last video placeholder, a tail the rest of that turn's single-question prompt. Every
-    segment's positions restart where the prefix ends and `segments` (0 = prefix, j = turn j)
-    feeds `sibling_attention_mask`, so each answer is computed exactly as a served one, asked
-    straight after the video, while the video is encoded once for all of them.
-    """
-    end = adapter.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    first = adapter.build_prompt(frames, turns[0][0])
-    prefix_len = int(torch.nonzero(first.input_ids == adapter.video_token_id).max()) + 1
-    ids = first.input_ids[:prefix_len].tolist()
-    labels, segments, shifts = [IGNORE] * prefix_len, [0] * prefix_len, [0] * prefix_len
-    for turn, (prompt, answer) in enumerate(turns, start=1):
-        tail = adapter.text_after_video(prompt)
-        answer_ids = adapter.tokenizer(answer)["input_ids"] + [end]
-        length = len(tail) + len(answer_ids)
-        shifts += [len(ids) - prefix_len] * length  # how far past its served position a token sits
-        ids += tail + answer_ids
-        labels += [IGNORE] * len(tail) + answer_ids
-        segments += [turn] * length
-    row = replace_ids(first, torch.tensor(ids))
-    positions = adapter.prompt_positions(row) - torch.tensor(shifts)  # [P, L]
-    return {
-        "input_ids": ids,
-        "labels": labels,
-        "segments": segments,
-        "positions": positions,
-        "vision": first.vision_inputs,
-        "video_grid": first.video_grid,
-    }
-
-
-def replace_ids(prompt: VideoPrompt, input_ids: torch.Tensor) -> VideoPrompt:
-    return VideoPrompt(input_ids, prompt.video_index, prompt.video_grid, prompt.vision_inputs)
-
-
-PAD_SEGMENT = -1
-
-
-def sibling_attention_mask(segments: torch.Tensor) -> torch.Tensor:
-    """Which keys each query may attend: causal, and within its own segment or the prefix.
-
-    segments [B, L] (0 = shared prefix, j > 0 = turn j, `PAD_SEGMENT` = padding) -> [B, 1, L, L]
-    bool, True = attend, the custom 4-D mask transformers passes to SDPA unchanged. A padding
-    query still sees the prefix, so no softmax row is empty.
-    """
-    length = segments.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    query, key = segments[:, :, None], segments[:, None, :]
-    visible = (key == 0) | ((key == query) & (key != PAD_SEGMENT))
-    return (causal & visible)[:, None]
-
-
-def collate(rows: list[dict], pad_id: int, video_token_id: int, family: str) -> dict:
-    """Right-pad a batch and stack the vision tensors the family's forward expects.
-
-    Rows from `encode_siblings` also get their 4-D attention mask and position ids.
-    """
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n] = torch.tensor(r["input_ids"])
-        labels[i, :n] = torch.tensor(r["labels"])
-        mask[i, :n] = 1
-    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
-    if "segments" in rows[0]:
-        batch.update(_sibling_layout(rows, width, family))
-    vision = [r["vision"] for r in rows]
-    batch["pixel_values_videos"] = torch.cat([v["pixel_values_videos"] for v in vision])
-    if family == "qwen2_5_vl":
-        batch["video_grid_thw"] = torch.cat([v["video_grid_thw"] for v in vision])
-        batch["second_per_grid_ts"] = torch.cat([v["second_per_grid_ts"] for v in vision])
-        batch["mm_token_type_ids"] = (ids == video_token_id).int() * 2
-    return batch
-
-
-def _sibling_layout(rows: list[dict], width: int, family: str) -> dict:
-    segments = torch.full((len(rows), width), PAD_SEGMENT, dtype=torch.long)
-    positions = torch.zeros((rows[0]["positions"].shape[0], len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r["segments"])
-        segments[i, :n] = torch.tensor(r["segments"])
-        positions[:, i, :n] = r["positions"]
-    # M-RoPE takes [3, B, L]; 1-D families take [B, L].
-    position_ids = positions if family == "qwen2_5_vl" else positions[0]
-    return {"attention_mask": sibling_attention_mask(segments), "position_ids": position_ids}
 
 
 def amplify_patch_embedding(model, gain: float) -> None:

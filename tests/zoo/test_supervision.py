@@ -33,7 +33,7 @@ from specvid.zoo.supervision import (
     slab_example,
     token_labels,
 )
-from specvid.zoo.train import collate
+from specvid.zoo.rows import collate
 
 
 def test_labels_follow_a_moving_shape_and_mark_empty_cells():

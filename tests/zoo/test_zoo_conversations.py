@@ -12,17 +12,8 @@ import torch
 from specvid.models.loader import load_model
 from specvid.zoo.language import describe_clip
 from specvid.zoo.shapesworld import clip_spec_for_seed, split_seeds
-from specvid.zoo.train import (
-    PAD_SEGMENT,
-    TrainConfig,
-    collate,
-    encode_conversation,
-    encode_siblings,
-    example_turns,
-    sibling_attention_mask,
-    training_frames,
-    turn_rank,
-)
+from specvid.zoo.rows import PAD_SEGMENT, collate, encode_conversation, encode_siblings, sibling_attention_mask
+from specvid.zoo.train import TrainConfig, example_turns, training_frames, turn_rank
 
 SEEDS = split_seeds("train", 40)
 
