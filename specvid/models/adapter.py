@@ -177,7 +177,7 @@ class VideoLLM(ABC):
         """Token ids a single-question prompt holds after its last video placeholder.
 
         The question and the assistant header; what comes before is the same for every
-        question about one video (training packs questions that share it, `zoo.train`).
+        question about one video (training packs questions that share it, `zoo.rows`).
         """
         ids = self.tokenizer(self._prompt_text(prompt, 1))["input_ids"]
         return ids[ids.index(self.video_token_id) + 1 :]

@@ -8,21 +8,27 @@ and positions sibling rows need.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
-from specvid.models.adapter import VideoLLM, VideoPrompt
+from specvid.models.adapter import VideoLLM
 from specvid.zoo.supervision import IGNORE
 
 # Both zoo families speak ChatML; a follow-up user turn after an answer's `<|im_end|>`.
 FOLLOW_UP = "\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 
 
+def answer_ids(tokenizer, answer: str) -> list[int]:
+    """An answer's tokens and the `<|im_end|>` that closes it: what the loss is put on."""
+    return tokenizer(answer)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
 def encode_conversation(adapter: VideoLLM, frames: np.ndarray, turns: list[tuple[str, str]]) -> dict:
     """One training row: input ids, labels on every answer, and the family's vision tensors."""
     tokenizer = adapter.tokenizer
     video_prompt = adapter.build_prompt(frames, turns[0][0])
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     ids = video_prompt.input_ids.tolist()
     labels = [IGNORE] * len(ids)
     for i, (prompt, answer) in enumerate(turns):
@@ -30,9 +36,9 @@ def encode_conversation(adapter: VideoLLM, frames: np.ndarray, turns: list[tuple
             follow_up = tokenizer(FOLLOW_UP.format(prompt=prompt))["input_ids"]
             ids += follow_up
             labels += [IGNORE] * len(follow_up)
-        answer_ids = tokenizer(answer)["input_ids"] + [end]
-        ids += answer_ids
-        labels += answer_ids
+        answer = answer_ids(tokenizer, answer)
+        ids += answer
+        labels += answer
     return {
         "input_ids": ids,
         "labels": labels,
@@ -50,20 +56,19 @@ def encode_siblings(adapter: VideoLLM, frames: np.ndarray, turns: list[tuple[str
     feeds `sibling_attention_mask`, so each answer is computed exactly as a served one, asked
     straight after the video, while the video is encoded once for all of them.
     """
-    end = adapter.tokenizer.convert_tokens_to_ids("<|im_end|>")
     first = adapter.build_prompt(frames, turns[0][0])
     prefix_len = int(torch.nonzero(first.input_ids == adapter.video_token_id).max()) + 1
     ids = first.input_ids[:prefix_len].tolist()
     labels, segments, shifts = [IGNORE] * prefix_len, [0] * prefix_len, [0] * prefix_len
     for turn, (prompt, answer) in enumerate(turns, start=1):
         tail = adapter.text_after_video(prompt)
-        answer_ids = adapter.tokenizer(answer)["input_ids"] + [end]
-        length = len(tail) + len(answer_ids)
+        answer = answer_ids(adapter.tokenizer, answer)
+        length = len(tail) + len(answer)
         shifts += [len(ids) - prefix_len] * length  # how far past its served position a token sits
-        ids += tail + answer_ids
-        labels += [IGNORE] * len(tail) + answer_ids
+        ids += tail + answer
+        labels += [IGNORE] * len(tail) + answer
         segments += [turn] * length
-    row = replace_ids(first, torch.tensor(ids))
+    row = replace(first, input_ids=torch.tensor(ids))
     positions = adapter.prompt_positions(row) - torch.tensor(shifts)  # [P, L]
     return {
         "input_ids": ids,
@@ -73,10 +78,6 @@ def encode_siblings(adapter: VideoLLM, frames: np.ndarray, turns: list[tuple[str
         "vision": first.vision_inputs,
         "video_grid": first.video_grid,
     }
-
-
-def replace_ids(prompt: VideoPrompt, input_ids: torch.Tensor) -> VideoPrompt:
-    return VideoPrompt(input_ids, prompt.video_index, prompt.video_grid, prompt.vision_inputs)
 
 
 PAD_SEGMENT = -1
