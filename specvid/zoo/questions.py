@@ -55,6 +55,17 @@ class QA:
     fact: Fact  # the gold fact behind the question
     options: tuple[str, ...] = ()  # multiple choice: option texts in letter order
     letter: str = ""  # multiple choice: the correct option's letter
+    reasoning: str = ""  # yes/no and multiple choice: the looked-up fact ("The circle is blue.")
+
+
+def reasoned_answer(qa: QA) -> str:
+    """The reference answer after the fact it rests on: "The circle is blue.\nNo."
+
+    A yes / no or option-letter answer decides in its first anchor, after a lookup it never
+    states; the tiny targets do not learn that silently (model card: both stay at chance).
+    With the fact written first, the decision compares it with the question or the option list.
+    """
+    return f"{qa.reasoning}\n{qa.answer}" if qa.reasoning else qa.answer
 
 
 COLOUR_QUESTIONS: tuple[str, ...] = (
@@ -161,13 +172,14 @@ def _motion_qa(track: ShapeTrack, pick: Picker) -> QA:
 
 
 def _count_qa(spec: ClipSpec, pick: Picker) -> QA:
-    word = COUNT_WORDS[spec.count]
-    answer = pick.one(COUNT_ANSWERS).format(
-        be="is" if spec.count == 1 else "are",
-        n=word,
-        noun="shape" if spec.count == 1 else "shapes",
-    )
+    be, noun = _agreement(spec.count)
+    answer = pick.one(COUNT_ANSWERS).format(be=be, n=COUNT_WORDS[spec.count], noun=noun)
     return QA("count", pick.one(COUNT_QUESTIONS), answer, str(spec.count), ("count", spec.count))
+
+
+def _agreement(count: int) -> tuple[str, str]:
+    """The verb and noun that agree with a shape count: ("is", "shape") or ("are", "shapes")."""
+    return ("is", "shape") if count == 1 else ("are", "shapes")
 
 
 def _background_qa(spec: ClipSpec, pick: Picker) -> QA:
@@ -195,7 +207,14 @@ def _exists_qa(spec: ClipSpec, pick: Picker) -> QA:
     question = pick.one(EXISTS_QUESTIONS).format(a_name=with_article(name))
     answers = YES_ANSWERS if value == "yes" else NO_ANSWERS
     answer = pick.one(answers).format(name=name, a_name=with_article(name))
-    return QA("exists", question, answer, value, ("exists", name, value == "yes"))
+    fact = ("exists", name, value == "yes")
+    return QA("exists", question, answer, value, fact, reasoning=_presence(spec, name.split()[-1]))
+
+
+def _presence(spec: ClipSpec, kind: str) -> str:
+    """What the clip has of a shape kind (kinds are distinct within a clip)."""
+    track = next((t for t in spec.tracks if t.kind == kind), None)
+    return f"The {kind} is {track.color}." if track else f"There is no {kind}."
 
 
 def _choice_qa(spec: ClipSpec, pick: Picker) -> QA:
@@ -219,7 +238,22 @@ def _choice_qa(spec: ClipSpec, pick: Picker) -> QA:
     listing = "\n".join(f"{option}. {text}" for option, text in zip(OPTION_LETTERS, options))
     question = f"{base.question}\n{listing}\n{pick.one(MC_INSTRUCTIONS)}"
     answer = pick.one(MC_ANSWERS).format(letter=letter, text=options[values.index(base.value)])
-    return QA(kind, question, answer, base.value, base.fact, options=options, letter=letter)
+    reasoning = _choice_reasoning(kind, spec, track, options[values.index(base.value)])
+    return QA(kind, question, answer, base.value, base.fact, options, letter, reasoning)
+
+
+def _choice_reasoning(kind: str, spec: ClipSpec, track: ShapeTrack, text: str) -> str:
+    """The right option's fact as a sentence that repeats the option text word for word."""
+    if kind == "color":
+        return f"The {track.kind} is {text}."
+    if kind == "shape":
+        return f"The {track.color} shape is {with_article(text)}."
+    if kind == "motion":
+        return f"The {track.name} {text}."
+    if kind == "count":
+        be, noun = _agreement(spec.count)
+        return f"There {be} {text} {noun}."
+    return f"The background is {text}."
 
 
 def _option_text(kind: str, value: str) -> str:

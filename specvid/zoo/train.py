@@ -44,7 +44,7 @@ from specvid.video import decode_video
 from specvid.zoo.language import describe_clip
 from specvid.zoo.loop import mixed_precision, prefetched
 from specvid.zoo.models import ZooModel, checkpoint_dir
-from specvid.zoo.questions import QA
+from specvid.zoo.questions import QA, reasoned_answer
 from specvid.zoo.rows import collate, encode_conversation, encode_siblings
 from specvid.zoo.shapesworld import (
     clip_spec_for_seed,
@@ -81,6 +81,7 @@ class TrainConfig:
     sibling_turns: bool = False  # each turn sees the video and itself only (`rows.encode_siblings`)
     lookups_first: bool = False  # order a conversation's questions by `turn_rank` (model card: tried)
     word_aligned_probe: bool = False  # `supervision.probe_for` (model card: tried, not adopted)
+    reasoned_answers: bool = False  # yes/no and choice answers state their fact first (`reasoned_answer`)
     bf16_autocast: bool = True  # stage two's forward in bfloat16 autocast (`mixed_precision`)
     patch_embedding_gain: float = 10.0
     train_clips: int = 10**9  # distinct clips drawn from; fresh ones every step by default
@@ -157,13 +158,14 @@ def turn_rank(qa: QA) -> int:
 def example_turns(seed: int, rng: np.random.Generator, cfg: TrainConfig) -> list[tuple[str, str]]:
     """(prompt, answer) turns for a clip: some of its questions, or its caption and fewer.
 
-    With `cfg.lookups_first` the drawn questions are ordered by `turn_rank`.
+    With `cfg.lookups_first` the drawn questions are ordered by `turn_rank`; with
+    `cfg.reasoned_answers` an answer that has a reasoning states it first.
     """
     text = describe_clip(clip_spec_for_seed(seed), rng)
     drawn = [text.qa[i] for i in rng.permutation(len(text.qa))[: cfg.turns]]
     if cfg.lookups_first:
         drawn.sort(key=turn_rank)  # stable: random within a rank
-    turns = [(qa.question, qa.answer) for qa in drawn]
+    turns = [(qa.question, reasoned_answer(qa) if cfg.reasoned_answers else qa.answer) for qa in drawn]
     if rng.random() < cfg.caption_share:
         # A caption is as long as several answers; it replaces two questions.
         turns = [(text.caption_prompt, text.caption)] + turns[: max(0, cfg.turns - 2)]

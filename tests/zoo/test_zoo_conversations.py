@@ -57,6 +57,22 @@ def test_a_caption_opens_the_conversation_and_replaces_two_questions(lookups_fir
     assert len(turns) == 1 + min(cfg.turns, len(text.qa)) - 2
 
 
+def test_reasoned_answers_change_only_the_answers_that_have_a_reasoning():
+    cfg = TrainConfig(caption_share=0.0)
+    changed = 0
+    for seed in SEEDS[:10]:
+        plain = example_turns(seed, np.random.default_rng(seed), cfg)
+        reasoned = example_turns(seed, np.random.default_rng(seed), replace(cfg, reasoned_answers=True))
+        text = describe_clip(clip_spec_for_seed(seed), np.random.default_rng(seed))
+        reasoning = {qa.question: qa.reasoning for qa in text.qa}
+        assert [p for p, _ in reasoned] == [p for p, _ in plain]
+        for (prompt, answer), (_, plain_answer) in zip(reasoned, plain, strict=True):
+            expected = f"{reasoning[prompt]}\n{plain_answer}" if reasoning[prompt] else plain_answer
+            assert answer == expected
+            changed += answer != plain_answer
+    assert changed >= 10  # about two of a clip's six drawn questions have a reasoning
+
+
 def test_a_sibling_sees_the_prefix_and_itself_only():
     segments = torch.tensor([[0, 0, 1, 1, 2, 2, PAD_SEGMENT]])
     mask = sibling_attention_mask(segments)[0, 0]  # [L, L], True = attend

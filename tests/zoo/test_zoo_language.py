@@ -14,7 +14,8 @@ from specvid.zoo.anchors import (
     token_anchor_mask,
 )
 from specvid.zoo.language import CAPTION_PROMPTS, LAST_CLAUSES, build_corpus, clip_text
-from specvid.zoo.scorer import parse_facts, score_answer
+from specvid.zoo.questions import reasoned_answer
+from specvid.zoo.scorer import answer_values, parse_facts, score_answer
 from specvid.zoo.shapesworld import clip_spec_for_seed, make_clip, split_seeds
 from specvid.zoo.vocabulary import (
     MOTION_PHRASES,
@@ -47,6 +48,31 @@ def test_reference_answers_match_the_spec():
                 assert (qa.fact[1] in names) == (qa.value == "yes")
             else:
                 assert qa.fact in spec.facts(), (seed, qa)
+
+
+def test_a_reasoning_states_the_fact_its_decision_rests_on():
+    for seed in SEEDS:
+        spec, text = clip_spec_for_seed(seed), clip_text(seed)
+        colour_of = {track.kind: track.color for track in spec.tracks}
+        for qa in text.qa:
+            assert bool(qa.reasoning) == (qa.kind == "exists" or bool(qa.options)), qa
+            if qa.kind == "exists":
+                colour, kind = qa.fact[1].split()
+                if kind in colour_of:
+                    assert qa.reasoning == f"The {kind} is {colour_of[kind]}."
+                    assert (colour_of[kind] == colour) == (qa.value == "yes")
+                else:
+                    assert qa.reasoning == f"There is no {kind}." and qa.value == "no"
+            elif qa.options:
+                # The right option's text, word for word, so the letter is found by matching it.
+                assert qa.options[OPTION_LETTERS.index(qa.letter)] in qa.reasoning
+                assert answer_values(qa.reasoning, qa.kind) == {qa.value}
+                assert not find_option_letters(qa.reasoning)
+            if qa.reasoning:
+                assert reasoned_answer(qa) == f"{qa.reasoning}\n{qa.answer}"
+                assert score_answer(reasoned_answer(qa), qa), qa
+            else:
+                assert reasoned_answer(qa) == qa.answer
 
 
 def test_make_clip_uses_the_same_text_as_clip_text():

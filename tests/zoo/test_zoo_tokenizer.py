@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from transformers import AutoTokenizer
 
 from specvid.models.tokenizer import FAMILY_SPECIAL_TOKENS
 from specvid.zoo.anchors import anchor_spans, token_anchor_mask
-from specvid.zoo.language import build_corpus
+from specvid.zoo.language import build_corpus, clip_text
 from specvid.zoo.shapesworld import split_seeds
 from specvid.zoo.tokenizer import train_zoo_tokenizer, zoo_tokenizer
 
@@ -70,3 +72,12 @@ def test_token_level_anchor_flags(merges):
     tokens = tokenizer.convert_ids_to_tokens(encoding.input_ids)
     flags = token_anchor_mask(text, encoding.offset_mapping)
     assert [t for t, f in zip(tokens, flags) if f] == ["Ġred", "Ġcircle", "Ġleft"]
+
+
+def test_reasonings_use_only_words_the_corpus_already_has(merges):
+    # Reasoned answers are a training option over the same tokenizer: each word stays one token.
+    tokenizer = zoo_tokenizer("qwen2_5_vl", merges)
+    reasonings = [qa.reasoning for seed in split_seeds("eval", 60) for qa in clip_text(seed).qa]
+    for text in filter(None, reasonings):
+        words = re.findall(r" ?[A-Za-z]+|[^ A-Za-z]+", text + "\n")
+        assert [len(tokenizer.tokenize(word)) for word in words] == [1] * len(words), text
