@@ -35,6 +35,10 @@ def clip_video(clip: Clip) -> DecodedVideo:
     return decode_video(encode_clip_mp4(clip), sampling, VideoLimits())
 
 
+# The longest reference answer, reasoned or not, is 15 tokens; room for a wordier model.
+ANSWER_TOKENS = 24
+
+
 def _ask(engine: LocalEngine, video: DecodedVideo, prompt: str, method: str, k: int, max_tokens: int):
     request = {
         "video": "in-memory",
@@ -102,11 +106,13 @@ def evaluate_pair(
         _per_token_ms(caption, ms["target"])
         _per_token_ms(draft_caption, ms["draft"])
         for qa in clip.qa:
-            target_scores.append(score_answer(_ask(pair, video, qa.question, "ar", 1, 24).text, qa))
+            answer = _ask(pair, video, qa.question, "ar", 1, ANSWER_TOKENS).text
+            target_scores.append(score_answer(answer, qa))
             by_kind.setdefault(qa.kind, []).append(target_scores[-1])
             by_form.setdefault("choice" if qa.options else "open", []).append(target_scores[-1])
             by_shapes.setdefault(str(clip.spec.count), []).append(target_scores[-1])
-            draft_scores.append(score_answer(_ask(alone, video, qa.question, "ar", 1, 24).text, qa))
+            draft_answer = _ask(alone, video, qa.question, "ar", 1, ANSWER_TOKENS).text
+            draft_scores.append(score_answer(draft_answer, qa))
         agree.extend(draft_agreement(target, draft, video, clip.caption_prompt, caption.token_ids))
         for k in draft_lengths:
             sd = _ask(pair, video, clip.caption_prompt, "sd", k, max_tokens)

@@ -197,13 +197,19 @@ def _order_qa(track: ShapeTrack, position: str, pick: Picker) -> QA:
 
 def _exists_qa(spec: ClipSpec, pick: Picker) -> QA:
     track = pick.one(spec.tracks)
-    if pick.rng.random() < 0.5:
-        name, value = track.name, "yes"
-    else:
-        # A near miss: a colour or a kind that is in the clip, combined into a shape that is not.
-        candidates = {f"{c} {track.kind}" for c in SHAPE_COLOURS}
-        candidates |= {f"{track.color} {k}" for k in SHAPE_KINDS}
-        name, value = pick.one(sorted(candidates - {t.name for t in spec.tracks})), "no"
+    name = track.name if pick.rng.random() < 0.5 else _near_miss(spec, track, pick)
+    return _exists_question(spec, name, pick)
+
+
+def _near_miss(spec: ClipSpec, track: ShapeTrack, pick: Picker) -> str:
+    """A shape the clip does not hold, with the colour or the kind of `track`."""
+    candidates = {f"{c} {track.kind}" for c in SHAPE_COLOURS}
+    candidates |= {f"{track.color} {k}" for k in SHAPE_KINDS}
+    return pick.one(sorted(candidates - {t.name for t in spec.tracks}))
+
+
+def _exists_question(spec: ClipSpec, name: str, pick: Picker) -> QA:
+    value = "yes" if name in {t.name for t in spec.tracks} else "no"
     question = pick.one(EXISTS_QUESTIONS).format(a_name=with_article(name))
     answers = YES_ANSWERS if value == "yes" else NO_ANSWERS
     answer = pick.one(answers).format(name=name, a_name=with_article(name))
@@ -217,20 +223,33 @@ def _presence(spec: ClipSpec, kind: str) -> str:
     return f"The {kind} is {track.color}." if track else f"There is no {kind}."
 
 
+CHOICE_KINDS: tuple[str, ...] = ("color", "shape", "motion", "count", "background")
+
+
 def _choice_qa(spec: ClipSpec, pick: Picker) -> QA:
     """A multiple-choice version of one of the open questions, four options."""
-    kind = pick.one(("color", "shape", "motion", "count", "background"))
+    kind = pick.one(CHOICE_KINDS)
     track = pick.one(spec.tracks)
+    return _with_options(kind, spec, track, *_open_question(kind, spec, track, pick), pick)
+
+
+def _open_question(kind: str, spec: ClipSpec, track: ShapeTrack, pick: Picker) -> tuple[QA, list[str]]:
+    """An open question of `kind` and every value its answer could take."""
     if kind == "color":
-        base, pool = _colour_qa(track, pick), list(SHAPE_COLOURS)
-    elif kind == "shape":
-        base, pool = _kind_qa(track, pick), list(SHAPE_KINDS)
-    elif kind == "motion":
-        base, pool = _motion_qa(track, pick), list(MOTIONS)
-    elif kind == "count":
-        base, pool = _count_qa(spec, pick), [str(n) for n in COUNT_WORDS]
-    else:
-        base, pool = _background_qa(spec, pick), list(BACKGROUNDS)
+        return _colour_qa(track, pick), list(SHAPE_COLOURS)
+    if kind == "shape":
+        return _kind_qa(track, pick), list(SHAPE_KINDS)
+    if kind == "motion":
+        return _motion_qa(track, pick), list(MOTIONS)
+    if kind == "count":
+        return _count_qa(spec, pick), [str(n) for n in COUNT_WORDS]
+    return _background_qa(spec, pick), list(BACKGROUNDS)
+
+
+def _with_options(
+    kind: str, spec: ClipSpec, track: ShapeTrack, base: QA, pool: list[str], pick: Picker
+) -> QA:
+    """`base` as a multiple-choice question: its value and three others from `pool`."""
     values = pick.sample([v for v in pool if v != base.value], len(OPTION_LETTERS) - 1)
     values.insert(int(pick.rng.integers(len(OPTION_LETTERS))), base.value)
     options = tuple(_option_text(kind, value) for value in values)
@@ -240,6 +259,22 @@ def _choice_qa(spec: ClipSpec, pick: Picker) -> QA:
     answer = pick.one(MC_ANSWERS).format(letter=letter, text=options[values.index(base.value)])
     reasoning = _choice_reasoning(kind, spec, track, options[values.index(base.value)])
     return QA(kind, question, answer, base.value, base.fact, options, letter, reasoning)
+
+
+def contrast_questions(spec: ClipSpec, pick: Picker) -> tuple[QA, ...]:
+    """Two pairs of questions whose answers differ only through what the question says.
+
+    A yes / no pair asks about a shape of the clip and about a near miss of it; a multiple-choice
+    pair asks one question with two draws of options. A model that answers both of a pair
+    right must read the question's shape name or its option list, not just the video.
+    """
+    track = pick.one(spec.tracks)
+    present = _exists_question(spec, track.name, pick)
+    absent = _exists_question(spec, _near_miss(spec, track, pick), pick)
+    kind, choice_track = pick.one(CHOICE_KINDS), pick.one(spec.tracks)
+    base, pool = _open_question(kind, spec, choice_track, pick)
+    choices = [_with_options(kind, spec, choice_track, base, pool, pick) for _ in range(2)]
+    return (present, absent, *choices)
 
 
 def _choice_reasoning(kind: str, spec: ClipSpec, track: ShapeTrack, text: str) -> str:

@@ -44,7 +44,7 @@ from specvid.video import decode_video
 from specvid.zoo.language import describe_clip
 from specvid.zoo.loop import mixed_precision, prefetched
 from specvid.zoo.models import ZooModel, checkpoint_dir
-from specvid.zoo.questions import QA, reasoned_answer
+from specvid.zoo.questions import QA, contrast_questions, reasoned_answer
 from specvid.zoo.rows import collate, encode_conversation, encode_siblings
 from specvid.zoo.shapesworld import (
     clip_spec_for_seed,
@@ -64,6 +64,7 @@ from specvid.zoo.supervision import (
     token_labels,
 )
 from specvid.zoo.tokenizer import train_zoo_tokenizer, zoo_tokenizer
+from specvid.zoo.vocabulary import Picker
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class TrainConfig:
     lookups_first: bool = False  # order a conversation's questions by `turn_rank` (model card: tried)
     word_aligned_probe: bool = False  # `supervision.probe_for` (model card: tried, not adopted)
     reasoned_answers: bool = False  # yes/no and choice answers state their fact first (`reasoned_answer`)
+    contrast_turns: bool = False  # a clip's yes/no and choice turns come as contrast pairs
     bf16_autocast: bool = True  # stage two's forward in bfloat16 autocast (`mixed_precision`)
     patch_embedding_gain: float = 10.0
     train_clips: int = 10**9  # distinct clips drawn from; fresh ones every step by default
@@ -158,11 +160,16 @@ def turn_rank(qa: QA) -> int:
 def example_turns(seed: int, rng: np.random.Generator, cfg: TrainConfig) -> list[tuple[str, str]]:
     """(prompt, answer) turns for a clip: some of its questions, or its caption and fewer.
 
-    With `cfg.lookups_first` the drawn questions are ordered by `turn_rank`; with
-    `cfg.reasoned_answers` an answer that has a reasoning states it first.
+    With `cfg.contrast_turns` the drawn yes/no and multiple-choice questions give way to the
+    four of `contrast_questions`; with `cfg.lookups_first` the questions are ordered by
+    `turn_rank`; with `cfg.reasoned_answers` an answer that has a reasoning states it first.
     """
-    text = describe_clip(clip_spec_for_seed(seed), rng)
+    spec = clip_spec_for_seed(seed)
+    text = describe_clip(spec, rng)
     drawn = [text.qa[i] for i in rng.permutation(len(text.qa))[: cfg.turns]]
+    if cfg.contrast_turns:
+        drawn = [qa for qa in drawn if qa.kind != "exists" and not qa.options]
+        drawn += contrast_questions(spec, Picker(rng))
     if cfg.lookups_first:
         drawn.sort(key=turn_rank)  # stable: random within a rank
     turns = [(qa.question, reasoned_answer(qa) if cfg.reasoned_answers else qa.answer) for qa in drawn]

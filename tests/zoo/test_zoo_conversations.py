@@ -73,6 +73,20 @@ def test_reasoned_answers_change_only_the_answers_that_have_a_reasoning():
     assert changed >= 10  # about two of a clip's six drawn questions have a reasoning
 
 
+def test_contrast_turns_replace_the_drawn_yes_no_and_choice_questions():
+    cfg = TrainConfig(caption_share=0.0, contrast_turns=True)
+    for seed in SEEDS[:10]:
+        turns = example_turns(seed, np.random.default_rng(seed), cfg)
+        plain = example_turns(seed, np.random.default_rng(seed), replace(cfg, contrast_turns=False))
+        text = describe_clip(clip_spec_for_seed(seed), np.random.default_rng(seed))
+        decided = {qa.question for qa in text.qa if qa.kind == "exists" or qa.options}
+        kept = [turn for turn in plain if turn[0] not in decided]
+        assert turns[: len(kept)] == kept
+        added = turns[len(kept) :]
+        assert len(added) == 4 and [a for _, a in added[:2]] != [a for _, a in added[2:]]
+        assert "\nA. " in added[2][0] and "\nA. " in added[3][0]
+
+
 def test_a_sibling_sees_the_prefix_and_itself_only():
     segments = torch.tensor([[0, 0, 1, 1, 2, 2, PAD_SEGMENT]])
     mask = sibling_attention_mask(segments)[0, 0]  # [L, L], True = attend

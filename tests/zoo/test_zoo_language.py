@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+import numpy as np
+
 from specvid.zoo import language, questions
 from specvid.zoo.anchors import (
     anchor_spans,
@@ -18,6 +20,7 @@ from specvid.zoo.questions import reasoned_answer
 from specvid.zoo.scorer import answer_values, parse_facts, score_answer
 from specvid.zoo.shapesworld import clip_spec_for_seed, make_clip, split_seeds
 from specvid.zoo.vocabulary import (
+    Picker,
     MOTION_PHRASES,
     MOTION_WORDS,
     OPTION_LETTERS,
@@ -73,6 +76,24 @@ def test_a_reasoning_states_the_fact_its_decision_rests_on():
                 assert score_answer(reasoned_answer(qa), qa), qa
             else:
                 assert reasoned_answer(qa) == qa.answer
+
+
+def test_contrast_questions_differ_only_in_what_the_question_says():
+    options_differ = 0
+    for seed in SEEDS:
+        spec = clip_spec_for_seed(seed)
+        pick = Picker(np.random.default_rng(seed))
+        present, absent, first, second = questions.contrast_questions(spec, pick)
+        assert (present.kind, present.value, absent.kind, absent.value) == ("exists", "yes", "exists", "no")
+        (colour, kind), (near_colour, near_kind) = present.fact[1].split(), absent.fact[1].split()
+        assert (colour == near_colour) != (kind == near_kind)  # a near miss shares one of the two
+        assert first.options and second.options and first.value == second.value
+        assert first.question.split("\n")[0] == second.question.split("\n")[0]
+        assert first.reasoning == second.reasoning
+        options_differ += first.options != second.options
+        for qa in (present, absent, first, second):
+            assert score_answer(reasoned_answer(qa), qa) and score_answer(qa.answer, qa), (seed, qa)
+    assert options_differ >= 0.9 * len(SEEDS)  # a count question has only 4 values to order
 
 
 def test_make_clip_uses_the_same_text_as_clip_text():
