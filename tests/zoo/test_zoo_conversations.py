@@ -144,5 +144,7 @@ def test_every_zoo_models_recipe_settings_are_valid():
     from specvid.zoo.train import with_overrides
 
     recipes = {name: with_overrides(TrainConfig(), list(m.settings)) for name, m in MODELS.items()}
-    assert recipes["qwen-tiny"].sibling_turns and recipes["qwen-tiny"].word_aligned_probe
-    assert recipes["qwen-tiny-draft"] == TrainConfig()  # the drafts keep the default recipe
+    for target in ("qwen-tiny", "llava-tiny"):
+        assert recipes[target].sibling_turns and recipes[target].word_aligned_probe
+    for draft in ("qwen-tiny-draft", "llava-tiny-draft"):
+        assert recipes[draft] == TrainConfig()  # the drafts keep the default recipe
