@@ -253,12 +253,12 @@ def _with_options(
     values = pick.sample([v for v in pool if v != base.value], len(OPTION_LETTERS) - 1)
     values.insert(int(pick.rng.integers(len(OPTION_LETTERS))), base.value)
     options = tuple(_option_text(kind, value) for value in values)
-    letter = OPTION_LETTERS[values.index(base.value)]
+    right = values.index(base.value)
     listing = "\n".join(f"{option}. {text}" for option, text in zip(OPTION_LETTERS, options))
     question = f"{base.question}\n{listing}\n{pick.one(MC_INSTRUCTIONS)}"
-    answer = pick.one(MC_ANSWERS).format(letter=letter, text=options[values.index(base.value)])
-    reasoning = _choice_reasoning(kind, spec, track, options[values.index(base.value)])
-    return QA(kind, question, answer, base.value, base.fact, options, letter, reasoning)
+    answer = pick.one(MC_ANSWERS).format(letter=OPTION_LETTERS[right], text=options[right])
+    reasoning = _choice_reasoning(kind, spec, track, options[right])
+    return QA(kind, question, answer, base.value, base.fact, options, OPTION_LETTERS[right], reasoning)
 
 
 def contrast_questions(spec: ClipSpec, pick: Picker) -> tuple[QA, ...]:
