@@ -167,15 +167,21 @@ def example_turns(seed: int, rng: np.random.Generator, cfg: TrainConfig) -> list
     spec = clip_spec_for_seed(seed)
     text = describe_clip(spec, rng)
     drawn = [text.qa[i] for i in rng.permutation(len(text.qa))[: cfg.turns]]
+    contrast: list[QA] = []
     if cfg.contrast_turns:
         drawn = [qa for qa in drawn if qa.kind != "exists" and not qa.options]
-        drawn += contrast_questions(spec, Picker(rng))
+        contrast = list(contrast_questions(spec, Picker(rng)))
     if cfg.lookups_first:
         drawn.sort(key=turn_rank)  # stable: random within a rank
-    turns = [(qa.question, reasoned_answer(qa) if cfg.reasoned_answers else qa.answer) for qa in drawn]
-    if rng.random() < cfg.caption_share:
-        # A caption is as long as several answers; it replaces two questions.
-        turns = [(text.caption_prompt, text.caption)] + turns[: max(0, cfg.turns - 2)]
+    with_caption = rng.random() < cfg.caption_share
+    if with_caption:
+        # A caption is as long as several answers; it replaces two drawn questions (never a
+        # contrast pair, which is worth nothing without both halves).
+        drawn = drawn[: max(0, cfg.turns - 2)]
+    questions = sorted(drawn + contrast, key=turn_rank) if cfg.lookups_first else drawn + contrast
+    turns = [(qa.question, reasoned_answer(qa) if cfg.reasoned_answers else qa.answer) for qa in questions]
+    if with_caption:
+        turns = [(text.caption_prompt, text.caption)] + turns
     return turns
 
 

@@ -87,6 +87,17 @@ def test_contrast_turns_replace_the_drawn_yes_no_and_choice_questions():
         assert "\nA. " in added[2][0] and "\nA. " in added[3][0]
 
 
+def test_a_caption_replaces_drawn_questions_never_a_contrast_pair():
+    cfg = TrainConfig(caption_share=1.0, contrast_turns=True)
+    for seed in SEEDS[:10]:
+        turns = example_turns(seed, np.random.default_rng(seed), cfg)
+        without = example_turns(seed, np.random.default_rng(seed), replace(cfg, caption_share=0.0))
+        caption = describe_clip(clip_spec_for_seed(seed), np.random.default_rng(seed)).caption
+        assert turns[0][1] == caption
+        assert turns[-4:] == without[-4:]  # all four contrast turns, as drawn without a caption
+        assert len(turns) - 1 - 4 <= cfg.turns - 2
+
+
 def test_a_sibling_sees_the_prefix_and_itself_only():
     segments = torch.tensor([[0, 0, 1, 1, 2, 2, PAD_SEGMENT]])
     mask = sibling_attention_mask(segments)[0, 0]  # [L, L], True = attend
