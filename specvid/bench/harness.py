@@ -72,18 +72,22 @@ def run_methods(
     max_tokens: int,
     progress: Callable[[str], None] = lambda label: None,
 ) -> list[MethodRuns]:
-    """Every method over every case; `ar` is run first (added if missing), as the baseline."""
+    """Every method over every case; `ar` (added if missing) is the baseline and comes first.
+
+    The methods take turns case by case rather than one after another, so a slow drift in the
+    machine's speed (seen on shared 2-core boxes: `ar` at 215 and 323 tokens/s in two runs
+    minutes apart) falls on every method alike and cancels in the paired speedups.
+    """
     if not cases:
         raise ValueError("the benchmark needs at least one case")
     ordered = [BASELINE] + [m for m in methods if m.label != "ar"]
-    results = []
     for method in ordered:
         _run_one(engine, method, cases[0], sampling, max_tokens)  # warm-up, not recorded
-        runs = MethodRuns(method)
-        for case in cases:
-            runs.runs.append(_run_one(engine, method, case, sampling, max_tokens))
-            progress(method.label)
-        results.append(runs)
+    results = [MethodRuns(method) for method in ordered]
+    for case in cases:
+        for entry in results:
+            entry.runs.append(_run_one(engine, entry.method, case, sampling, max_tokens))
+            progress(entry.method.label)
     return results
 
 

@@ -51,6 +51,16 @@ def test_rows_cover_every_method_with_ar_first(bench_rows):
     assert all(CONTRACT - {"pair"} <= set(row) for row in rows)
 
 
+def test_methods_take_turns_case_by_case(random_models, tmp_path):
+    target, draft = random_models["qwen"]
+    cases = zoo_cases(3, num_frames=8, size=112, directory=tmp_path)
+    engine = LocalEngine(target, draft, sources=SourceConfig(local_root=str(tmp_path)))
+    order: list[str] = []
+    methods = parse_methods("sd,uniform", {"num_draft_tokens": 2, "drop_rate": 0.5})
+    run_methods(engine, methods, cases, VideoSampling(num_frames=8, width=112, height=112), 3, order.append)
+    assert order == ["ar", "sd", "uniform"] * 3  # so a drift in machine speed hits all alike
+
+
 def test_exact_methods_reproduce_ar_and_prune_the_draft(bench_rows):
     results, rows = bench_rows
     by_method = {row["method"]: row for row in rows}
