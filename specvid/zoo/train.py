@@ -172,7 +172,7 @@ def example_turns(seed: int, rng: np.random.Generator, cfg: TrainConfig) -> list
         drawn = [qa for qa in drawn if qa.kind != "exists" and not qa.options]
         contrast = list(contrast_questions(spec, Picker(rng)))
     if cfg.lookups_first:
-        drawn.sort(key=turn_rank)  # stable: random within a rank
+        drawn.sort(key=turn_rank)  # stable: random within a rank; a caption keeps the first ones
     with_caption = rng.random() < cfg.caption_share
     if with_caption:
         # A caption is as long as several answers; it replaces two drawn questions (never a
