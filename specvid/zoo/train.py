@@ -82,8 +82,8 @@ class TrainConfig:
     sibling_turns: bool = False  # each turn sees the video and itself only (`rows.encode_siblings`)
     lookups_first: bool = False  # order a conversation's questions by `turn_rank` (model card: tried)
     word_aligned_probe: bool = False  # `supervision.probe_for` (model card: tried, not adopted)
-    reasoned_answers: bool = False  # `questions.reasoned_answer` (model card: tried, not adopted)
-    contrast_turns: bool = False  # yes/no and choice turns as `contrast_questions` pairs (card: probed)
+    reasoned_answers: bool = False  # `questions.reasoned_answer` (qwen-tiny's target; see the card)
+    contrast_turns: bool = False  # yes/no and choice turns as `contrast_questions` pairs (qwen-tiny's target)
     bf16_autocast: bool = True  # stage two's forward in bfloat16 autocast (`mixed_precision`)
     patch_embedding_gain: float = 10.0
     train_clips: int = 10**9  # distinct clips drawn from; fresh ones every step by default
