@@ -87,7 +87,11 @@ class TrainConfig:
     bf16_autocast: bool = True  # stage two's forward in bfloat16 autocast (`mixed_precision`)
     patch_embedding_gain: float = 10.0
     train_clips: int = 10**9  # distinct clips drawn from; fresh ones every step by default
-    num_frames: int = 8
+    num_frames: int = 8  # stage one's clips, and stage two's unless `frame_cycle` is set
+    # Stage two's frame count at step s is frame_cycle[s % len(frame_cycle)], e.g. (8, 8, 16):
+    # a model that only ever sees 8-frame prompts learns where its answers sit after them (model
+    # card: llava-tiny's 1-D positions then fail at 16 frames).
+    frame_cycle: tuple[int, ...] = ()
     size: int = 112
     save_every: int = 100
     seed: int = 0
@@ -126,13 +130,21 @@ def _assign(cfg, path: list[str], text: str, key: str):
 
 def _parse_as(current, text: str, key: str):
     try:
+        if isinstance(current, tuple):  # the tuple settings hold ints: "8,16" -> (8, 16)
+            return tuple(int(part) for part in text.split(",") if part.strip())
         if isinstance(current, bool):
             if text.lower() not in _TRUE | _FALSE:
                 raise ValueError
             return text.lower() in _TRUE
         return type(current)(text)
     except ValueError:
-        raise ValueError(f"{key!r} takes a {type(current).__name__}, got {text!r}") from None
+        kind = "comma-separated list of ints" if isinstance(current, tuple) else type(current).__name__
+        raise ValueError(f"{key!r} takes a {kind}, got {text!r}") from None
+
+
+def frames_at(step: int, cfg: TrainConfig) -> int:
+    """Stage two's frame count at `step`: `cfg.frame_cycle` in turn, else `cfg.num_frames`."""
+    return cfg.frame_cycle[step % len(cfg.frame_cycle)] if cfg.frame_cycle else cfg.num_frames
 
 
 def training_frames(seed: int, num_frames: int, size: int) -> np.ndarray:
@@ -288,12 +300,13 @@ def language_batch(adapter: VideoLLM, model_spec: ZooModel, cfg: TrainConfig, cl
     """
     rng = stream_rng(cfg.seed * 1_000_003 + model_spec.seed, step)
     picks = draw_seeds(rng, clip_pool, cfg.batch_size)
-    frames = [training_frames(seed, cfg.num_frames, cfg.size) for seed in picks]
+    num_frames = frames_at(step, cfg)
+    frames = [training_frames(seed, num_frames, cfg.size) for seed in picks]
     encode = encode_siblings if cfg.sibling_turns else encode_conversation
     rows = [encode(adapter, f, example_turns(s, rng, cfg)) for s, f in zip(picks, frames)]
     tokenizer = adapter.tokenizer
     batch = collate(rows, tokenizer.pad_token_id, adapter.video_token_id, model_spec.family)
-    times = frame_times(cfg.num_frames)
+    times = frame_times(num_frames)
     probe_labels = torch.cat(
         [token_labels(clip_spec_for_seed(s), row["video_grid"], times) for s, row in zip(picks, rows)]
     )  # [sum t*h*w, 4]

@@ -148,6 +148,23 @@ def test_settings_apply_by_name_with_their_field_types():
         with_overrides(TrainConfig(), ["sibling_turns"])
     with pytest.raises(ValueError, match="has no settings of its own"):
         with_overrides(TrainConfig(), ["lr.steps=1"])
+    assert with_overrides(TrainConfig(), ["frame_cycle=8, 8,16"]).frame_cycle == (8, 8, 16)
+    with pytest.raises(ValueError, match="'frame_cycle' takes a comma-separated list of ints"):
+        with_overrides(TrainConfig(), ["frame_cycle=8,sixteen"])
+
+
+def test_a_frame_cycle_sets_each_steps_frame_count_and_its_labels():
+    from specvid.zoo.models import MODELS
+    from specvid.zoo.train import frames_at, language_batch
+
+    assert [frames_at(s, TrainConfig(num_frames=4)) for s in range(3)] == [4, 4, 4]
+    cfg = TrainConfig(frame_cycle=(8, 16), batch_size=2, turns=2, caption_share=0.0)
+    assert [frames_at(s, cfg) for s in range(5)] == [8, 16, 8, 16, 8]
+    adapter = load_model("llava-tiny-draft")
+    for step, frames in ((0, 8), (1, 16)):
+        rows, batch, labels = language_batch(adapter, MODELS["llava-tiny-draft"], cfg, SEEDS, step)
+        assert [row["video_grid"][0] for row in rows] == [frames, frames]
+        assert labels.shape[0] == sum(int(np.prod(row["video_grid"])) for row in rows)
 
 
 def test_every_zoo_models_recipe_settings_are_valid():
