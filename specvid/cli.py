@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add(zoo_commands, "train", "train the zoo's model pairs on this CPU (resumable)", _add_train_args, run_zoo_train)
     _add(zoo_commands, "eval", "model-card figures of a pair on held-out clips", _add_eval_args, run_zoo_eval)
     _add(zoo_commands, "sample", "write sample clips (mp4) with their questions", _add_sample_args, run_zoo_sample)
+    _add(
+        zoo_commands,
+        "diagnose",
+        "where a target's lookups fail: its video features, colour by kind, option letters",
+        _add_diagnose_args,
+        run_zoo_diagnose,
+    )
     return parser
 
 
@@ -107,6 +114,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pair", required=True, help="qwen-tiny or llava-tiny")
     p.add_argument("--clips", type=int, default=200, help="held-out clips to evaluate")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+def _add_diagnose_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a zoo model name or a checkpoint directory")
+    p.add_argument("--clips", type=int, default=40, help="held-out clips for each measurement")
+    p.add_argument("--probe-clips", type=int, default=300, help="training clips the linear probes are fitted on")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 
@@ -277,6 +291,33 @@ def run_zoo_eval(args: argparse.Namespace) -> int:
     with tqdm(total=args.clips, desc=f"eval {args.pair}", unit="clip") as bar:
         figures = evaluate_pair(target, draft, eval_seeds(args.clips), progress=bar.update)
     figures = {"pair": args.pair, **figures}
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
+
+
+def run_zoo_diagnose(args: argparse.Namespace) -> int:
+    import torch
+
+    from specvid.engine import LocalEngine
+    from specvid.models.loader import load_model
+    from specvid.zoo.diagnose import choice_letters, colour_lookups, feature_probe
+    from specvid.zoo.evaluate import eval_seeds
+    from specvid.zoo.shapesworld import split_seeds
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    adapter = load_model(args.model)
+    held_out = eval_seeds(args.clips)
+    figures = {
+        "model": args.model,
+        "clips": args.clips,
+        "feature_probe": feature_probe(adapter, split_seeds("train", args.probe_clips), held_out),
+        "colour_lookups_by_shapes": colour_lookups(LocalEngine(adapter), held_out),
+        "choice_letters_reasoned": choice_letters(adapter, held_out, reasoned=True),
+        "choice_letters_plain": choice_letters(adapter, held_out, reasoned=False),
+    }
     print(json.dumps(figures, indent=2))
     if args.json:
         with open(args.json, "w") as f:
