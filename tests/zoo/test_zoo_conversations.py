@@ -174,5 +174,6 @@ def test_every_zoo_models_recipe_settings_are_valid():
     recipes = {name: with_overrides(TrainConfig(), list(m.settings)) for name, m in MODELS.items()}
     for target in ("qwen-tiny", "llava-tiny"):
         assert recipes[target].sibling_turns and recipes[target].word_aligned_probe
+    assert recipes["llava-tiny"].frame_cycle == (8, 8, 16)
     for draft in ("qwen-tiny-draft", "llava-tiny-draft"):
         assert recipes[draft] == TrainConfig()  # the drafts keep the default recipe
