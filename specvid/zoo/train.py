@@ -83,6 +83,10 @@ class TrainConfig:
     lookups_first: bool = False  # order a conversation's questions by `turn_rank` (model card: tried)
     word_aligned_probe: bool = False  # `supervision.probe_for` (model card: tried, not adopted)
     reasoned_answers: bool = False  # `questions.reasoned_answer` (qwen-tiny's target; see the card)
+    # With reasoned answers, whether yes/no answers state theirs too, or only multiple choice. A
+    # yes/no reasoning about a shape the clip holds can be copied from the question (model card,
+    # "Diagnosed"), which may teach reading the question instead of the video.
+    reasoned_yes_no: bool = True
     contrast_turns: bool = False  # yes/no and choice turns as `contrast_questions` pairs (qwen-tiny's target)
     bf16_autocast: bool = True  # stage two's forward in bfloat16 autocast (`mixed_precision`)
     patch_embedding_gain: float = 10.0
@@ -191,10 +195,14 @@ def example_turns(seed: int, rng: np.random.Generator, cfg: TrainConfig) -> list
         # contrast pair, which is worth nothing without both halves).
         drawn = drawn[: max(0, cfg.turns - 2)]
     questions = sorted(drawn + contrast, key=turn_rank) if cfg.lookups_first else drawn + contrast
-    turns = [(qa.question, reasoned_answer(qa) if cfg.reasoned_answers else qa.answer) for qa in questions]
+    turns = [(qa.question, reasoned_answer(qa) if _states_reasoning(qa, cfg) else qa.answer) for qa in questions]
     if with_caption:
         turns = [(text.caption_prompt, text.caption)] + turns
     return turns
+
+
+def _states_reasoning(qa: QA, cfg: TrainConfig) -> bool:
+    return cfg.reasoned_answers and (cfg.reasoned_yes_no or bool(qa.options))
 
 
 def amplify_patch_embedding(model, gain: float) -> None:

@@ -73,6 +73,19 @@ def test_reasoned_answers_change_only_the_answers_that_have_a_reasoning():
     assert changed >= 10  # about two of a clip's six drawn questions have a reasoning
 
 
+def test_without_reasoned_yes_no_only_multiple_choice_states_its_reasoning():
+    cfg = TrainConfig(caption_share=0.0, reasoned_answers=True, contrast_turns=True)
+    for seed in SEEDS[:10]:
+        both = example_turns(seed, np.random.default_rng(seed), cfg)
+        choices = example_turns(seed, np.random.default_rng(seed), replace(cfg, reasoned_yes_no=False))
+        plain = example_turns(seed, np.random.default_rng(seed), replace(cfg, reasoned_answers=False))
+        assert [p for p, _ in choices] == [p for p, _ in both]
+        for (prompt, answer), reasoned, unreasoned in zip(choices, both, plain, strict=True):
+            is_choice = "\nA. " in prompt
+            assert answer == (reasoned[1] if is_choice else unreasoned[1])
+        assert any(r != u for r, u in zip(both[-4:-2], plain[-4:-2]))  # the yes/no pair had reasonings
+
+
 def test_contrast_turns_replace_the_drawn_yes_no_and_choice_questions():
     cfg = TrainConfig(caption_share=0.0, contrast_turns=True)
     for seed in SEEDS[:10]:
