@@ -134,15 +134,18 @@ def _assign(cfg, path: list[str], text: str, key: str):
 
 def _parse_as(current, text: str, key: str):
     try:
-        if isinstance(current, tuple):  # the tuple settings hold ints: "8,16" -> (8, 16)
-            return tuple(int(part) for part in text.split(",") if part.strip())
+        if isinstance(current, tuple):  # the tuple settings hold counts: "8,16" -> (8, 16)
+            values = tuple(int(part) for part in text.split(",") if part.strip())
+            if not values or min(values) < 1:
+                raise ValueError
+            return values
         if isinstance(current, bool):
             if text.lower() not in _TRUE | _FALSE:
                 raise ValueError
             return text.lower() in _TRUE
         return type(current)(text)
     except ValueError:
-        kind = "comma-separated list of ints" if isinstance(current, tuple) else type(current).__name__
+        kind = "comma-separated list of positive ints" if isinstance(current, tuple) else type(current).__name__
         raise ValueError(f"{key!r} takes a {kind}, got {text!r}") from None
 
 

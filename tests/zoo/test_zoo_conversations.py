@@ -162,8 +162,9 @@ def test_settings_apply_by_name_with_their_field_types():
     with pytest.raises(ValueError, match="has no settings of its own"):
         with_overrides(TrainConfig(), ["lr.steps=1"])
     assert with_overrides(TrainConfig(), ["frame_cycle=8, 8,16"]).frame_cycle == (8, 8, 16)
-    with pytest.raises(ValueError, match="'frame_cycle' takes a comma-separated list of ints"):
-        with_overrides(TrainConfig(), ["frame_cycle=8,sixteen"])
+    for bad in ("8,sixteen", "8,0", ""):
+        with pytest.raises(ValueError, match="'frame_cycle' takes a comma-separated list of positive ints"):
+            with_overrides(TrainConfig(), [f"frame_cycle={bad}"])
 
 
 def test_a_frame_cycle_sets_each_steps_frame_count_and_its_labels():
