@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from specvid.engine import LocalEngine
 from specvid.models.adapter import VideoLLM
-from specvid.zoo.evaluate import clip_video
+from specvid.zoo.evaluate import ask, clip_video
 from specvid.zoo.questions import QA, reasoned_answer
 from specvid.zoo.rows import IGNORE, collate, encode_conversation
 from specvid.zoo.scorer import answer_values
@@ -102,13 +102,7 @@ def colour_lookups(engine: LocalEngine, seeds: Iterable[int], max_tokens: int = 
         clip = make_clip(seed)
         video = clip_video(clip)
         for track in clip.spec.tracks:
-            request = {
-                "video": "in-memory",
-                "prompt": COLOUR_LOOKUP.format(kind=track.kind),
-                "spec": {"method": "ar"},
-                "sampling": {"max_tokens": max_tokens},
-            }
-            answer = engine.generate(request, video).text
+            answer = ask(engine, video, COLOUR_LOOKUP.format(kind=track.kind), "ar", 1, max_tokens).text
             outcomes.setdefault(str(clip.spec.count), Counter())[lookup_outcome(answer, clip.spec, track.kind)] += 1
     return {shapes: dict(counts) for shapes, counts in sorted(outcomes.items())}
 

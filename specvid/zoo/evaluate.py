@@ -39,7 +39,8 @@ def clip_video(clip: Clip) -> DecodedVideo:
 ANSWER_TOKENS = 24
 
 
-def _ask(engine: LocalEngine, video: DecodedVideo, prompt: str, method: str, k: int, max_tokens: int):
+def ask(engine: LocalEngine, video: DecodedVideo, prompt: str, method: str, k: int, max_tokens: int):
+    """One question about an already decoded clip, through the engine as a served request."""
     request = {
         "video": "in-memory",
         "prompt": prompt,
@@ -99,23 +100,23 @@ def evaluate_pair(
     for seed in seeds:
         clip = make_clip(seed)
         video = clip_video(clip)
-        caption = _ask(pair, video, clip.caption_prompt, "ar", 1, max_tokens)
-        draft_caption = _ask(alone, video, clip.caption_prompt, "ar", 1, max_tokens)
+        caption = ask(pair, video, clip.caption_prompt, "ar", 1, max_tokens)
+        draft_caption = ask(alone, video, clip.caption_prompt, "ar", 1, max_tokens)
         target_scores.append(score_caption(caption.text, clip))
         draft_scores.append(score_caption(draft_caption.text, clip))
         _per_token_ms(caption, ms["target"])
         _per_token_ms(draft_caption, ms["draft"])
         for qa in clip.qa:
-            answer = _ask(pair, video, qa.question, "ar", 1, ANSWER_TOKENS).text
+            answer = ask(pair, video, qa.question, "ar", 1, ANSWER_TOKENS).text
             target_scores.append(score_answer(answer, qa))
             by_kind.setdefault(qa.kind, []).append(target_scores[-1])
             by_form.setdefault("choice" if qa.options else "open", []).append(target_scores[-1])
             by_shapes.setdefault(str(clip.spec.count), []).append(target_scores[-1])
-            draft_answer = _ask(alone, video, qa.question, "ar", 1, ANSWER_TOKENS).text
+            draft_answer = ask(alone, video, qa.question, "ar", 1, ANSWER_TOKENS).text
             draft_scores.append(score_answer(draft_answer, qa))
         agree.extend(draft_agreement(target, draft, video, clip.caption_prompt, caption.token_ids))
         for k in draft_lengths:
-            sd = _ask(pair, video, clip.caption_prompt, "sd", k, max_tokens)
+            sd = ask(pair, video, clip.caption_prompt, "sd", k, max_tokens)
             sd_counts[k]["identical"] += sd.token_ids == caption.token_ids
             sd_counts[k]["accepted"] += sd.stats.accepted
             sd_counts[k]["rounds"] += sd.stats.rounds
