@@ -1,4 +1,5 @@
-"""Training rows of stage two: a clip's turns encoded into token ids and labels, and batches.
+"""Training rows of stage two: a clip's turns encoded into token ids, labels and the labels'
+anchor flags, and batches with their loss weights (`label_weights`).
 
 `encode_conversation` lays the turns out one after another, as in a chat; `encode_siblings`
 lays them out as siblings that each see the video and themselves only, as a served question
@@ -14,15 +15,19 @@ import numpy as np
 import torch
 
 from specvid.models.adapter import VideoLLM
+from specvid.zoo.anchors import token_anchor_mask
 from specvid.zoo.supervision import IGNORE
 
 # Both zoo families speak ChatML; a follow-up user turn after an answer's `<|im_end|>`.
 FOLLOW_UP = "\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def answer_ids(tokenizer, answer: str) -> list[int]:
-    """An answer's tokens and the `<|im_end|>` that closes it: what the loss is put on."""
-    return tokenizer(answer)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+def answer_tokens(tokenizer, answer: str) -> tuple[list[int], list[bool]]:
+    """An answer's tokens and the `<|im_end|>` that closes it (what the loss is put on), and
+    which of them cover a visual anchor (`anchors.token_anchor_mask`; never the `<|im_end|>`)."""
+    encoded = tokenizer(answer, return_offsets_mapping=True)
+    anchors = token_anchor_mask(answer, encoded["offset_mapping"])
+    return encoded["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")], anchors + [False]
 
 
 def encode_conversation(adapter: VideoLLM, frames: np.ndarray, turns: list[tuple[str, str]]) -> dict:
@@ -30,18 +35,21 @@ def encode_conversation(adapter: VideoLLM, frames: np.ndarray, turns: list[tuple
     tokenizer = adapter.tokenizer
     video_prompt = adapter.build_prompt(frames, turns[0][0])
     ids = video_prompt.input_ids.tolist()
-    labels = [IGNORE] * len(ids)
+    labels, anchors = [IGNORE] * len(ids), [False] * len(ids)
     for i, (prompt, answer) in enumerate(turns):
         if i:
             follow_up = tokenizer(FOLLOW_UP.format(prompt=prompt))["input_ids"]
             ids += follow_up
             labels += [IGNORE] * len(follow_up)
-        answer = answer_ids(tokenizer, answer)
+            anchors += [False] * len(follow_up)
+        answer, answer_anchors = answer_tokens(tokenizer, answer)
         ids += answer
         labels += answer
+        anchors += answer_anchors
     return {
         "input_ids": ids,
         "labels": labels,
+        "anchors": anchors,
         "vision": video_prompt.vision_inputs,
         "video_grid": video_prompt.video_grid,
     }
@@ -60,19 +68,22 @@ def encode_siblings(adapter: VideoLLM, frames: np.ndarray, turns: list[tuple[str
     prefix_len = int(torch.nonzero(first.input_ids == adapter.video_token_id).max()) + 1
     ids = first.input_ids[:prefix_len].tolist()
     labels, segments, shifts = [IGNORE] * prefix_len, [0] * prefix_len, [0] * prefix_len
+    anchors = [False] * prefix_len
     for turn, (prompt, answer) in enumerate(turns, start=1):
         tail = adapter.text_after_video(prompt)
-        answer = answer_ids(adapter.tokenizer, answer)
+        answer, answer_anchors = answer_tokens(adapter.tokenizer, answer)
         length = len(tail) + len(answer)
         shifts += [len(ids) - prefix_len] * length  # how far past its served position a token sits
         ids += tail + answer
         labels += [IGNORE] * len(tail) + answer
+        anchors += [False] * len(tail) + answer_anchors
         segments += [turn] * length
     row = replace(first, input_ids=torch.tensor(ids))
     positions = adapter.prompt_positions(row) - torch.tensor(shifts)  # [P, L]
     return {
         "input_ids": ids,
         "labels": labels,
+        "anchors": anchors,
         "segments": segments,
         "positions": positions,
         "vision": first.vision_inputs,
@@ -121,6 +132,21 @@ def collate(rows: list[dict], pad_id: int, video_token_id: int, family: str) -> 
         batch["second_per_grid_ts"] = torch.cat([v["second_per_grid_ts"] for v in vision])
         batch["mm_token_type_ids"] = (ids == video_token_id).int() * 2
     return batch
+
+
+def label_weights(rows: list[dict], width: int, anchor_weight: float) -> torch.Tensor:
+    """The loss weight of every position of a collated batch: [B, width].
+
+    0 where there is no label, 1 on a filler token, `anchor_weight` on a token that covers an
+    anchor (`TrainConfig.anchor_weight`).
+    """
+    weights = torch.zeros((len(rows), width))
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        labelled = torch.tensor(r["labels"]) != IGNORE
+        anchors = torch.tensor(r["anchors"], dtype=torch.bool)
+        weights[i, :n] = labelled.float() * torch.where(anchors, anchor_weight, 1.0)
+    return weights
 
 
 def _sibling_layout(rows: list[dict], width: int, family: str) -> dict:

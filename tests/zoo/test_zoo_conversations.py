@@ -191,3 +191,58 @@ def test_every_zoo_models_recipe_settings_are_valid():
     assert recipes["llava-tiny"].frame_cycle == (8, 8, 16)
     for draft in ("qwen-tiny-draft", "llava-tiny-draft"):
         assert recipes[draft] == TrainConfig()  # the drafts keep the default recipe
+
+
+def test_answer_tokens_mark_the_anchors_and_never_the_closing_token():
+    from specvid.zoo.rows import answer_tokens
+
+    tokenizer = load_model("qwen-tiny-draft").tokenizer
+    ids, anchors = answer_tokens(tokenizer, "The circle is blue.\nB")
+    assert len(ids) == len(anchors) and ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert not anchors[-1]
+    assert [tokenizer.decode([i]).strip() for i, a in zip(ids, anchors) if a] == ["circle", "blue", "B"]
+
+
+@pytest.mark.parametrize("sibling_turns", [False, True])
+def test_label_weights_put_the_anchor_weight_on_anchor_labels_only(sibling_turns):
+    from specvid.zoo.rows import label_weights
+
+    adapter = load_model("qwen-tiny-draft")
+    seed = SEEDS[1]
+    turns = example_turns(seed, np.random.default_rng(seed), TrainConfig(caption_share=0.0))
+    encode = encode_siblings if sibling_turns else encode_conversation
+    rows = [encode(adapter, training_frames(seed, num_frames=8, size=112), turns[:k]) for k in (3, 1)]
+    width = max(len(r["input_ids"]) for r in rows)
+    weights = label_weights(rows, width, anchor_weight=4.0)  # [2, width]
+    for row, w in zip(rows, weights):
+        labelled = torch.tensor(row["labels"]) != -100
+        anchors = torch.tensor(row["anchors"])
+        n = len(row["input_ids"])
+        assert anchors.any() and (anchors & labelled).sum() == anchors.sum()  # anchors are answer tokens
+        assert w[:n][anchors].eq(4.0).all() and w[:n][labelled & ~anchors].eq(1.0).all()
+        assert w[:n][~labelled].eq(0.0).all() and w[n:].eq(0.0).all()  # prompt and padding
+
+
+def test_the_weighted_loss_with_unit_weights_is_the_models_own_loss():
+    from specvid.zoo.rows import label_weights
+    from specvid.zoo.train import weighted_next_token_loss, without_labels
+
+    adapter = load_model("qwen-tiny-draft")
+    seed = SEEDS[3]
+    turns = example_turns(seed, np.random.default_rng(seed), TrainConfig(caption_share=0.0))
+    frames = training_frames(seed, num_frames=8, size=112)
+    rows = [encode_siblings(adapter, frames, turns), encode_siblings(adapter, frames, turns[:2])]
+    batch = collate(rows, adapter.tokenizer.pad_token_id, adapter.video_token_id, adapter.family)
+    with torch.no_grad():
+        own = adapter.model(**batch, use_cache=False).loss
+        logits = adapter.model(**without_labels(batch), use_cache=False).logits
+    width = batch["labels"].shape[1]
+    unit = weighted_next_token_loss(logits, batch["labels"], label_weights(rows, width, 1.0))
+    torch.testing.assert_close(unit, own, atol=1e-5, rtol=1e-5)
+    # Weighted up, the anchors' mean loss pulls the total towards itself.
+    only_anchors = torch.zeros_like(batch["labels"], dtype=torch.float)
+    for i, row in enumerate(rows):
+        only_anchors[i, : len(row["anchors"])] = torch.tensor(row["anchors"], dtype=torch.float)
+    anchor_mean = weighted_next_token_loss(logits, batch["labels"], only_anchors)
+    heavy = weighted_next_token_loss(logits, batch["labels"], label_weights(rows, width, 50.0))
+    assert abs(heavy - anchor_mean) < abs(unit - anchor_mean)
