@@ -91,7 +91,7 @@ class TrainConfig:
     reasoned_yes_no: bool = True
     contrast_turns: bool = False  # yes/no and choice turns as `contrast_questions` pairs (qwen-tiny's target)
     # The loss weight of an answer token that covers a visual anchor, against 1 for a filler
-    # token: facts and option letters are a fifth of the answer tokens, and the fillers' drawn
+    # token: anchors are 30% of the answer tokens of qwen-tiny's rows, and the fillers' drawn
     # phrasings keep a loss that no model can remove.
     anchor_weight: float = 1.0
     bf16_autocast: bool = True  # stage two's forward in bfloat16 autocast (`mixed_precision`)
