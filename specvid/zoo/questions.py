@@ -223,6 +223,17 @@ def _presence(spec: ClipSpec, kind: str) -> str:
     return f"The {kind} is {track.color}." if track else f"There is no {kind}."
 
 
+def inventory(spec: ClipSpec) -> str:
+    """Every shape of the clip in one sentence: "The clip shows a yellow square and a red circle."
+
+    A yes / no reasoning that the question cannot give away (`TrainConfig.yes_no_inventory`):
+    `_presence` of a shape the clip holds repeats the question's own colour.
+    """
+    names = [with_article(track.name) for track in spec.tracks]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"The clip shows {listed}."
+
+
 CHOICE_KINDS: tuple[str, ...] = ("color", "shape", "motion", "count", "background")
 
 

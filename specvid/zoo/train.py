@@ -45,7 +45,7 @@ from specvid.video import decode_video
 from specvid.zoo.language import describe_clip
 from specvid.zoo.loop import mixed_precision, prefetched
 from specvid.zoo.models import ZooModel, checkpoint_dir
-from specvid.zoo.questions import QA, contrast_questions, reasoned_answer
+from specvid.zoo.questions import QA, contrast_questions, inventory, reasoned_answer
 from specvid.zoo.rows import collate, encode_conversation, encode_siblings, label_weights
 from specvid.zoo.shapesworld import (
     clip_spec_for_seed,
@@ -89,6 +89,10 @@ class TrainConfig:
     # yes/no reasoning about a shape the clip holds can be copied from the question (model card,
     # "Diagnosed"), which may teach reading the question instead of the video.
     reasoned_yes_no: bool = True
+    # With reasoned yes/no answers, whether their reasoning lists every shape of the clip
+    # (`questions.inventory`) instead of the asked kind's colour (model card: "Tried: reasoning
+    # for multiple choice only" and its Next list).
+    yes_no_inventory: bool = False
     contrast_turns: bool = False  # yes/no and choice turns as `contrast_questions` pairs (qwen-tiny's target)
     # The loss weight of an answer token that covers a visual anchor, against 1 for a filler
     # token: anchors are 30% of the answer tokens of qwen-tiny's rows, and the fillers' drawn
@@ -204,14 +208,19 @@ def example_turns(seed: int, rng: np.random.Generator, cfg: TrainConfig) -> list
         # contrast pair, which is worth nothing without both halves).
         drawn = drawn[: max(0, cfg.turns - 2)]
     questions = sorted(drawn + contrast, key=turn_rank) if cfg.lookups_first else drawn + contrast
-    turns = [(qa.question, reasoned_answer(qa) if _states_reasoning(qa, cfg) else qa.answer) for qa in questions]
+    turns = [(qa.question, _reference_answer(qa, spec, cfg)) for qa in questions]
     if with_caption:
         turns = [(text.caption_prompt, text.caption)] + turns
     return turns
 
 
-def _states_reasoning(qa: QA, cfg: TrainConfig) -> bool:
-    return cfg.reasoned_answers and (cfg.reasoned_yes_no or bool(qa.options))
+def _reference_answer(qa: QA, spec, cfg: TrainConfig) -> str:
+    """The answer a turn is trained on: plain, or after its reasoning (`cfg.reasoned_answers`)."""
+    if not (cfg.reasoned_answers and (cfg.reasoned_yes_no or qa.options)):
+        return qa.answer
+    if cfg.yes_no_inventory and qa.kind == "exists":
+        qa = replace(qa, reasoning=inventory(spec))
+    return reasoned_answer(qa)
 
 
 def amplify_patch_embedding(model, gain: float) -> None:

@@ -86,6 +86,28 @@ def test_without_reasoned_yes_no_only_multiple_choice_states_its_reasoning():
         assert any(r != u for r, u in zip(both[-4:-2], plain[-4:-2]))  # the yes/no pair had reasonings
 
 
+def test_an_inventory_reasoning_lists_every_shape_of_the_clip_in_yes_no_answers_only():
+    from specvid.zoo.questions import inventory
+    from specvid.zoo.scorer import answer_values
+
+    cfg = TrainConfig(caption_share=0.0, reasoned_answers=True, contrast_turns=True)
+    for seed in SEEDS[:10]:
+        spec = clip_spec_for_seed(seed)
+        colours = example_turns(seed, np.random.default_rng(seed), cfg)
+        listed = example_turns(seed, np.random.default_rng(seed), replace(cfg, yes_no_inventory=True))
+        yes_no = colours[-4:-2]  # the contrast pair: a shape of the clip and a near miss of it
+        for (prompt, answer), (_, before) in zip(listed, colours, strict=True):
+            if (prompt, before) in yes_no:
+                sentence, decision = answer.split("\n")
+                assert sentence == inventory(spec) and decision == before.split("\n")[1]
+            else:
+                assert answer == before
+        # The sentence names every shape, each with its own colour, and nothing else.
+        assert answer_values(inventory(spec), "shape") == {t.kind for t in spec.tracks}
+        assert all(f" {t.name}" in inventory(spec) for t in spec.tracks)
+    assert inventory(clip_spec_for_seed(SEEDS[0])).startswith("The clip shows a")
+
+
 def test_contrast_turns_replace_the_drawn_yes_no_and_choice_questions():
     cfg = TrainConfig(caption_share=0.0, contrast_turns=True)
     for seed in SEEDS[:10]:

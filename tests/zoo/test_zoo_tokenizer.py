@@ -10,7 +10,8 @@ from transformers import AutoTokenizer
 from specvid.models.tokenizer import FAMILY_SPECIAL_TOKENS
 from specvid.zoo.anchors import anchor_spans, token_anchor_mask
 from specvid.zoo.language import build_corpus, clip_text
-from specvid.zoo.shapesworld import split_seeds
+from specvid.zoo.questions import inventory
+from specvid.zoo.shapesworld import clip_spec_for_seed, split_seeds
 from specvid.zoo.tokenizer import train_zoo_tokenizer, zoo_tokenizer
 
 CLIPS = 300  # enough text to saturate the merges
@@ -77,7 +78,9 @@ def test_token_level_anchor_flags(merges):
 def test_reasonings_use_only_words_the_corpus_already_has(merges):
     # Reasoned answers are a training option over the same tokenizer: each word stays one token.
     tokenizer = zoo_tokenizer("qwen2_5_vl", merges)
-    reasonings = [qa.reasoning for seed in split_seeds("eval", 60) for qa in clip_text(seed).qa]
+    seeds = split_seeds("eval", 60)
+    reasonings = [qa.reasoning for seed in seeds for qa in clip_text(seed).qa]
+    reasonings += [inventory(clip_spec_for_seed(seed)) for seed in seeds]
     for text in filter(None, reasonings):
         words = re.findall(r" ?[A-Za-z]+|[^ A-Za-z]+", text + "\n")
         assert [len(tokenizer.tokenize(word)) for word in words] == [1] * len(words), text
