@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         _add_diagnose_args,
         run_zoo_diagnose,
     )
+    _add(
+        zoo_commands,
+        "letter-drill",
+        "train a fresh model of a zoo architecture on naming multiple-choice letters alone (text only)",
+        _add_letter_drill_args,
+        run_zoo_letter_drill,
+    )
     return parser
 
 
@@ -122,6 +129,16 @@ def _add_diagnose_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clips", type=int, default=40, help="held-out clips for each measurement")
     p.add_argument("--probe-clips", type=int, default=300, help="training clips the linear probes are fitted on")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+def _add_letter_drill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a zoo model name: its architecture, seed and tokenizer")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
+    p.add_argument("--eval-questions", type=int, default=256, help="held-out drills (eval-split clips)")
+    p.add_argument("--json", default=None, help="also write the records to this JSON file")
 
 
 def _add_sample_args(p: argparse.ArgumentParser) -> None:
@@ -322,6 +339,26 @@ def run_zoo_diagnose(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)
+    return 0
+
+
+def run_zoo_letter_drill(args: argparse.Namespace) -> int:
+    import torch
+
+    from specvid.errors import InvalidRequestError
+    from specvid.zoo.letter_drill import letter_drill, record_line
+    from specvid.zoo.models import MODELS
+
+    if args.model not in MODELS:
+        raise InvalidRequestError(f"--model must be a zoo model name ({', '.join(MODELS)}), got {args.model!r}")
+    torch.set_num_threads(os.cpu_count() or 1)
+    records = []
+    for record in letter_drill(args.model, args.steps, args.batch_size, args.lr, args.eval_every, args.eval_questions):
+        print(record_line(record), flush=True)
+        records.append(record)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "batch_size": args.batch_size, "lr": args.lr, "records": records}, f, indent=2)
     return 0
 
 
