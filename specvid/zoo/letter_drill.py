@@ -16,11 +16,12 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import AutoTokenizer
 
 from specvid.models.tiny import build_tiny_model
 from specvid.zoo.diagnose import letter_token_ids
 from specvid.zoo.loop import mixed_precision
-from specvid.zoo.models import MODELS
+from specvid.zoo.models import MODELS, resolve
 from specvid.zoo.language import clip_text
 from specvid.zoo.questions import QA
 from specvid.zoo.shapesworld import SPLIT_RANGES, split_seeds
@@ -76,9 +77,7 @@ def letter_drill(
     """
     zoo_model = MODELS[name]
     if tokenizer is None:
-        from specvid.models.loader import load_model
-
-        tokenizer = load_model(name).tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(resolve(name))  # the shipped pair's own
     model, tokenizer = build_tiny_model(zoo_model.family, zoo_model.size, zoo_model.seed + seed, tokenizer)
     letter_ids = letter_token_ids(tokenizer)["bare"]
     held_out = drill_batch(tokenizer, [drill_question(s) for s in split_seeds("eval", eval_questions)])
