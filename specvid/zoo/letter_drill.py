@@ -21,8 +21,8 @@ from transformers import AutoTokenizer
 from specvid.models.tiny import build_tiny_model
 from specvid.zoo.diagnose import letter_token_ids
 from specvid.zoo.loop import mixed_precision
-from specvid.zoo.models import MODELS, resolve
 from specvid.zoo.language import clip_text
+from specvid.zoo.models import MODELS, resolve
 from specvid.zoo.questions import QA
 from specvid.zoo.shapesworld import SPLIT_RANGES, split_seeds
 from specvid.zoo.vocabulary import OPTION_LETTERS
@@ -66,7 +66,6 @@ def letter_drill(
     eval_every: int = 100,
     eval_questions: int = 256,
     seed: int = 0,
-    tokenizer=None,
 ) -> Iterator[dict]:
     """Train a fresh model of zoo model `name`'s architecture on letter drills alone.
 
@@ -76,9 +75,8 @@ def letter_drill(
     training loss since the last one, held-out accuracy and how often each letter was picked.
     """
     zoo_model = MODELS[name]
-    if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(resolve(name))  # the shipped pair's own
-    model, tokenizer = build_tiny_model(zoo_model.family, zoo_model.size, zoo_model.seed + seed, tokenizer)
+    shipped_tokenizer = AutoTokenizer.from_pretrained(resolve(name))  # the pair's own, no weights
+    model, tokenizer = build_tiny_model(zoo_model.family, zoo_model.size, zoo_model.seed + seed, shipped_tokenizer)
     letter_ids = letter_token_ids(tokenizer)["bare"]
     held_out = drill_batch(tokenizer, [drill_question(s) for s in split_seeds("eval", eval_questions)])
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)

@@ -57,8 +57,7 @@ def test_letter_logits_of_a_padded_batch_match_each_prompt_alone():
 
 
 def test_a_drill_run_yields_a_record_per_evaluation():
-    tokenizer = load_model("qwen-tiny-draft").tokenizer
-    drill = letter_drill("qwen-tiny-draft", steps=6, batch_size=4, eval_every=3, eval_questions=16, tokenizer=tokenizer)
+    drill = letter_drill("qwen-tiny-draft", steps=6, batch_size=4, eval_every=3, eval_questions=16)
     records = list(drill)
     assert [r["step"] for r in records] == [3, 6]
     for record in records:
