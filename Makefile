@@ -20,7 +20,14 @@ export DS_ACCELERATOR := cpu
 export GLOO_SOCKET_IFNAME := lo
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install iac-tools k8s-config run test clean
+.PHONY: install iac-tools k8s-config run test image clean
+
+# The image of k8s/ (needs a Docker daemon; not part of `make test`). VARIANT=cuda for GPUs.
+IMAGE   ?= registry.example.com/specvid
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VARIANT ?= cpu
+CUDA_BUILD_ARGS := --build-arg RAY_IMAGE=rayproject/ray:2.60.0-py311-cu128 \
+                   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128
 
 install: $(STAMP)
 
@@ -43,14 +50,17 @@ $(IAC_STAMP): Makefile
 
 # Rewrite the serveConfigV2 patches of k8s/overlays/ from serve_config.yaml.
 k8s-config: install
-	$(PY) -m deployments.k8s_config
+	$(PY) -m ops.k8s_config
 
 # The application on embedded defaults: local S3 with sample clips + `serve run serve_config.yaml`.
 run: install
-	$(PY) -m deployments.launch --config serve_config.yaml
+	$(PY) -m ops.launch --config serve_config.yaml
 
 test: install iac-tools
 	SPECVID_CHECKOV=$(abspath $(IAC_VENV))/bin/checkov $(PY) -m pytest -q
+
+image:
+	docker build $(if $(filter cuda,$(VARIANT)),$(CUDA_BUILD_ARGS)) -t $(IMAGE):$(VERSION)-$(VARIANT) .
 
 clean:
 	rm -rf $(VENV) $(IAC_VENV) build *.egg-info .pytest_cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ray.serve.metrics import Counter, Histogram
 
-from specvid.spec.stats import SpecStats
+from specvid.decoding.stats import SpecStats
 
 LATENCY_BOUNDARIES = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]
 RATIO_BOUNDARIES = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]

@@ -8,7 +8,7 @@ A request names its video as a `video_url` content part of the (single) user tur
 
 System messages are accepted and ignored (each model family brings its own system prompt);
 assistant turns are refused, as multi-turn video chat is not supported. SpecVid's own knobs
-ride in optional extra fields (`spec`, `video_sampling`), which the OpenAI Python client
+ride in optional extra fields (`decoding`, `video_sampling`), which the OpenAI Python client
 sends through `extra_body`.
 """
 
@@ -17,12 +17,12 @@ from __future__ import annotations
 import time
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from specvid.config import SamplingParams, SpecConfig, VideoSampling
-from specvid.engine import GenerationResult
+from specvid.config import DecodingConfig, SamplingParams, VideoSampling
+from specvid.decoding.stats import SpecStats
 from specvid.errors import InvalidRequestError
-from specvid.spec.stats import SpecStats
+from specvid.pipeline import GenerationResult
 
 
 class _Open(BaseModel):
@@ -60,7 +60,11 @@ class ChatCompletionRequest(_Open):
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
-    spec: SpecConfig = Field(default_factory=SpecConfig, description="SpecVid: method and its knobs.")
+    decoding: DecodingConfig = Field(
+        default_factory=DecodingConfig,
+        validation_alias=AliasChoices("decoding", "spec"),
+        description="SpecVid: method and its knobs ('spec' is accepted as the field's earlier name).",
+    )
     video_sampling: VideoSampling = Field(
         default_factory=VideoSampling, description="SpecVid: frame sampling."
     )
@@ -96,7 +100,7 @@ def to_generation_request(chat: ChatCompletionRequest) -> dict:
         "video": videos[0],
         "prompt": prompt,
         "sampling": sampling,
-        "spec": chat.spec,
+        "decoding": chat.decoding,
         "video_sampling": chat.video_sampling,
     }
 

@@ -21,9 +21,15 @@ from typing import Any, Optional
 import ray
 from ray.serve.handle import DeploymentHandle
 
+from specvid.decoding.accept import Verdict
+from specvid.decoding.session import (
+    Commit,
+    PrefillRequest,
+    PrefillResult,
+    Proposal,
+    VideoKeep,
+)
 from specvid.errors import SessionLostError, SpecVidError, UnavailableError
-from specvid.spec.accept import Verdict
-from specvid.spec.session import Commit, PrefillRequest, PrefillResult, Proposal, VideoKeep
 
 # Failures that mean "that replica is gone", not "the request is bad".
 REPLICA_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)

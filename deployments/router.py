@@ -1,8 +1,8 @@
 """The router: the application's ingress, which runs the decode loop over remote workers.
 
 Per request it fetches and decodes the video once, puts the frames in the object store, and
-drives `specvid.engine.stream_request` (the loop `LocalEngine` runs) with a remote drafter and
-verifier. Python callers use the same path through the handle methods `generate` and
+runs `specvid.pipeline.run_request` (the pipeline `LocalEngine` runs) with a remote drafter and
+verifier: the router is that pipeline's transport. Python callers use the same path through the handle methods `generate` and
 `stream`; HTTP callers through the FastAPI routes below.
 """
 
@@ -32,9 +32,16 @@ from deployments.openai_api import (
 )
 from deployments.remote import RemoteDrafter, RemoteVerifier, unwrap
 from specvid.config import GenerationRequest, parse
-from specvid.engine import GenerationResult, StreamChunk, collect, finish_reason, load_video, stream_request
+from specvid.decoding.stats import SpecStats
 from specvid.errors import InvalidRequestError, RequestTimeoutError, SpecVidError
-from specvid.spec.stats import SpecStats
+from specvid.pipeline import (
+    GenerationResult,
+    StreamChunk,
+    collect,
+    finish_reason,
+    load_video,
+    run_request,
+)
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="SpecVid", description="Speculative decoding for Video-LLMs")
@@ -91,15 +98,23 @@ class Router:
         self._tokenizer = None
         self._frame_sizes: dict[tuple[int, int], tuple[int, int]] = {}
 
-    # ---- the one path every entry point takes ------------------------------------------------
+    # ---- the pipeline's transport ---------------------------------------------------------------
 
-    async def _decode_text(self):
+    @property
+    def limits(self):
+        return self.args.limits
+
+    @property
+    def has_draft(self) -> bool:
+        return self.draft is not None
+
+    async def decode_text(self):
         if self._tokenizer is None:
             self._tokenizer = (await self.target.describe.remote())["tokenizer"]
         tokenizer = self._tokenizer
         return lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    async def _video(self, request: GenerationRequest):
+    async def video_for(self, request: GenerationRequest):
         key = (request.video_sampling.width, request.video_sampling.height)
         if key not in self._frame_sizes:
             self._frame_sizes[key] = tuple(await self.target.frame_size.remote(*key))
@@ -113,29 +128,22 @@ class Router:
             self.args.video_limits,
         )
 
+    def workers(self, request_id: str, video, uses_draft: bool):
+        frames = ray.put(video.frames)  # once per request, shared by both sides
+        drafter = RemoteDrafter(self.draft, request_id, frames) if uses_draft else None
+        return drafter, RemoteVerifier(self.target, request_id, frames)
+
+    # ---- the one path every entry point takes ------------------------------------------------
+
     async def _chunks(
         self, request: GenerationRequest, request_id: str, stats: SpecStats
     ) -> AsyncIterator[StreamChunk]:
-        if len(request.prompt) > self.args.limits.max_prompt_chars:
-            raise InvalidRequestError(
-                f"prompt has {len(request.prompt)} characters; the limit is {self.args.limits.max_prompt_chars}"
-            )
-        if request.spec.method != "ar" and self.draft is None:
-            raise InvalidRequestError(f"method {request.spec.method!r} needs a draft model; none is deployed")
         started = time.perf_counter()
         first_token_s: Optional[float] = None
         outcome = "error"
         try:
             async with asyncio.timeout(self.args.request_timeout_s):
-                decode_text = await self._decode_text()
-                video = await self._video(request)
-                stats.video_s = time.perf_counter() - started
-                frames = ray.put(video.frames)
-                verifier = RemoteVerifier(self.target, request_id, frames)
-                drafter = (
-                    RemoteDrafter(self.draft, request_id, frames) if request.spec.method != "ar" else None
-                )
-                chunks = stream_request(drafter, verifier, request, video, stats, decode_text, request_id)
+                chunks = run_request(self, request, stats, request_id)
                 try:
                     async for item in chunks:
                         if first_token_s is None and item.token_ids:
@@ -155,7 +163,7 @@ class Router:
         finally:
             self.metrics.record(
                 self.args.served_model_name,
-                request.spec.method,
+                request.decoding.method,
                 stats,
                 time.perf_counter() - started,
                 first_token_s,
@@ -168,7 +176,7 @@ class Router:
             self._chunks(request, request_id, stats),
             request.sampling.max_tokens,
             stats,
-            await self._decode_text(),
+            await self.decode_text(),
         )
 
     # ---- Python handle API ---------------------------------------------------------------------

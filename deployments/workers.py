@@ -1,4 +1,4 @@
-"""The draft and target deployments: thin shims over `specvid.spec` workers.
+"""The draft and target deployments: thin shims over `specvid.decoding` workers.
 
 `DraftServer` holds draft sessions in one process. `TargetServer` holds a tensor-parallel
 group: with `tp_size` > 1 it starts one `TargetRank` actor per bundle of its own placement
@@ -9,6 +9,9 @@ Session affinity: the router sends every call of a request with the request id a
 multiplexed model id, so the calls of one request prefer the replica that holds its session.
 If a call lands elsewhere (the replica died, or the LRU evicted the session) the worker raises
 `SessionLostError` and the router re-prefills; the output does not change.
+
+Model forwards run in worker threads (`asyncio.to_thread`), never on a replica's event loop;
+the adapter's forward lock keeps them one at a time per model.
 """
 
 from __future__ import annotations
@@ -25,11 +28,16 @@ from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from specvid.config import ModelSpec, parse
+from specvid.decoding.draft import DraftWorker
+from specvid.decoding.session import Commit, PrefillRequest, Proposal, VideoKeep
+from specvid.decoding.target import TargetWorker
 from specvid.models.loader import load_model
-from specvid.models.tensor_parallel import default_backend, free_port, rank_environment, shard_language_model
-from specvid.spec.draft import DraftWorker
-from specvid.spec.session import Commit, PrefillRequest, Proposal, VideoKeep
-from specvid.spec.target import TargetWorker
+from specvid.models.tensor_parallel import (
+    default_backend,
+    free_port,
+    rank_environment,
+    shard_language_model,
+)
 
 # Serve keeps this many request ids per replica for routing; sessions themselves live in the
 # worker's own bounded LRU (`max_sessions`), which is what decides eviction.
@@ -63,11 +71,11 @@ class DraftServer(_Affinity):
 
     async def prefill(self, request: PrefillRequest, frames: np.ndarray, keep: Optional[VideoKeep] = None):
         await self._pin_current()
-        return self.worker.prefill(_with_frames(request, frames), keep)
+        return await asyncio.to_thread(self.worker.prefill, _with_frames(request, frames), keep)
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         await self._pin_current()
-        return self.worker.propose(request_id, commit, k)
+        return await asyncio.to_thread(self.worker.propose, request_id, commit, k)
 
     async def release(self, request_id: str) -> None:
         self.worker.release(request_id)
@@ -133,7 +141,8 @@ class TargetServer(_Affinity):
 
     async def _run(self, method: str, *args: Any) -> Any:
         if self.local is not None:
-            return self.local.call(method, *args)
+            # Forwards run off the event loop, so health checks and other calls still get answers.
+            return await asyncio.to_thread(self.local.call, method, *args)
         # Submitted in one synchronous sweep, so every rank sees the calls in the same order
         # (the collectives inside the forward pair up); rank 0's answer stands for the group.
         refs = [rank.call.remote(method, *args) for rank in self.ranks]

@@ -1,53 +1,123 @@
-"""Command-line options shared by `specvid` commands: model specs, LVSpec knobs, the engine."""
+"""Command-line options shared by `specvid` commands.
+
+Every default and every choice comes from the config models (`specvid.config`), so a flag and
+the REST field it stands for can never disagree.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any, Optional, get_args
 
-from specvid.errors import InvalidRequestError
+from pydantic import BaseModel
 
-DEFAULT_TARGET = "random-qwen"
-DEFAULT_DRAFT = "random-qwen-draft"
+from specvid.config import (
+    DecodingConfig,
+    Method,
+    ModelSpec,
+    Relevance,
+    SamplingParams,
+    VideoSampling,
+)
+from specvid.models.registry import PAIRS, pair_names
+
+DEFAULT_TARGET, DEFAULT_DRAFT = PAIRS["random-qwen"]
+LOOSE_FIELDS = ("lam", "top_n", "shift_window", "shift_top_k", "filler_ratio", "relevance")
+
+
+def default(model: type[BaseModel], field: str) -> Any:
+    """The default of one config field."""
+    return model.model_fields[field].get_default(call_default_factory=True)
+
+
+def choices(model: type[BaseModel], field: str) -> list[str]:
+    """The values a Literal config field admits."""
+    return list(get_args(model.model_fields[field].annotation))
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pair", default=None, help=f"a named pair ({', '.join(sorted(PAIRS))}); sets --target and --draft")
     p.add_argument("--target", default=DEFAULT_TARGET, help="target model: built-in name, path or HF id")
     p.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model: built-in name, path or HF id")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=default(ModelSpec, "dtype"), choices=choices(ModelSpec, "dtype"))
+    p.add_argument("--device", default=default(ModelSpec, "device"))
+
+
+def resolve_pair(args: argparse.Namespace) -> None:
+    """`--pair` names both models; it wins over `--target` / `--draft`."""
+    if getattr(args, "pair", None) is not None:
+        args.target, args.draft = pair_names(args.pair)
+
+
+def add_method_args(p: argparse.ArgumentParser, method: bool = True) -> None:
+    """The DecodingConfig knobs; `method=False` for commands that take a list of methods instead."""
+    if method:
+        p.add_argument("--method", default=default(DecodingConfig, "method"), choices=list(get_args(Method)))
+    p.add_argument("--num-draft-tokens", "-k", type=int, default=default(DecodingConfig, "num_draft_tokens"),
+                   help="draft tokens per round")
+    p.add_argument("--drop-rate", type=float, default=default(DecodingConfig, "drop_rate"),
+                   help="specvlm: share of video tokens dropped")
+    p.add_argument("--attention-mass", type=float, default=default(DecodingConfig, "attention_mass"),
+                   help="specvlm: stage I attention share")
+    p.add_argument("--pruning", default=default(DecodingConfig, "pruning"), choices=choices(DecodingConfig, "pruning"),
+                   help="specvlm")
+    add_loose_args(p)
 
 
 def add_loose_args(p: argparse.ArgumentParser) -> None:
-    from specvid.config import SpecConfig
-
-    default = {name: field.default for name, field in SpecConfig.model_fields.items()}  # one source
-    p.add_argument("--lam", type=float, default=default["lam"],
+    p.add_argument("--lam", type=float, default=default(DecodingConfig, "lam"),
                    help="lvspec: share of positions verified loosely")
-    p.add_argument("--top-n", type=int, default=default["top_n"],
+    p.add_argument("--top-n", type=int, default=default(DecodingConfig, "top_n"),
                    help="lvspec: video similarities relevance averages")
-    p.add_argument("--shift-window", type=int, default=default["shift_window"],
+    p.add_argument("--shift-window", type=int, default=default(DecodingConfig, "shift_window"),
                    help="lvspec: position-shift window (0: off)")
-    p.add_argument("--shift-top-k", type=int, default=default["shift_top_k"],
+    p.add_argument("--shift-top-k", type=int, default=default(DecodingConfig, "shift_top_k"),
                    help="lvspec: rescues need the target's top-k")
-    p.add_argument("--filler-ratio", type=float, default=default["filler_ratio"],
+    p.add_argument("--filler-ratio", type=float, default=default(DecodingConfig, "filler_ratio"),
                    help="lvspec: a filler mismatch needs p(draft) >= ratio * p(target) (0: any)")
-    p.add_argument("--relevance", default=default["relevance"], choices=["attention", "embedding", "random"])
+    p.add_argument("--relevance", default=default(DecodingConfig, "relevance"), choices=list(get_args(Relevance)))
 
 
-def loose_knobs(args: argparse.Namespace) -> dict:
-    """The LVSpec fields of SpecConfig, from `add_loose_args`."""
+def add_sampling_args(p: argparse.ArgumentParser, max_tokens: Optional[int] = None) -> None:
+    """SamplingParams flags; `max_tokens` overrides the default where a command needs its own."""
+    p.add_argument("--max-tokens", type=int, default=max_tokens or default(SamplingParams, "max_tokens"))
+    p.add_argument("--temperature", type=float, default=default(SamplingParams, "temperature"), help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=default(SamplingParams, "top_k"))
+    p.add_argument("--top-p", type=float, default=default(SamplingParams, "top_p"))
+    p.add_argument("--seed", type=int, default=default(SamplingParams, "seed"))
+
+
+def add_frame_args(p: argparse.ArgumentParser, frames_flag: str = "--num-frames") -> None:
+    p.add_argument(frames_flag, dest="num_frames", type=int, default=default(VideoSampling, "num_frames"),
+                   help="frames sampled per video (more frames, more video tokens)")
+    p.add_argument("--size", type=int, default=default(VideoSampling, "width"),
+                   help="frame width and height before model rounding")
+
+
+def method_knobs(args: argparse.Namespace) -> dict:
+    """The DecodingConfig fields `add_method_args` set (all but the method)."""
+    names = ("num_draft_tokens", "drop_rate", "attention_mass", "pruning", *LOOSE_FIELDS)
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def request_from_args(args: argparse.Namespace, video: str, prompt: str, method: str) -> dict:
+    """A GenerationRequest body from the flags above; flags a command lacks keep their defaults."""
+    sampling = ("max_tokens", "temperature", "top_k", "top_p", "seed")
+    size = getattr(args, "size", None)
     return {
-        "lam": args.lam,
-        "top_n": args.top_n,
-        "shift_window": args.shift_window,
-        "shift_top_k": args.shift_top_k,
-        "relevance": args.relevance,
-        "filler_ratio": args.filler_ratio,
+        "video": video,
+        "prompt": prompt,
+        "decoding": {"method": method, **method_knobs(args)},
+        "sampling": {name: getattr(args, name) for name in sampling if hasattr(args, name)},
+        "video_sampling": {
+            **({"num_frames": args.num_frames} if hasattr(args, "num_frames") else {}),
+            **({"width": size, "height": size} if size is not None else {}),
+        },
     }
 
 
-def engine_from_args(args: argparse.Namespace, method: str, local_root: str = "/"):
-    from specvid.config import ModelSpec, SourceConfig
+def engine_from_args(args: argparse.Namespace, uses_draft: bool, local_root: str = "/"):
+    from specvid.config import SourceConfig
     from specvid.engine import LocalEngine
 
     def spec(name: str) -> ModelSpec:
@@ -55,14 +125,5 @@ def engine_from_args(args: argparse.Namespace, method: str, local_root: str = "/
 
     # A command-line user may read any of their own files; servers set a narrower root.
     sources = SourceConfig(local_root=local_root, s3_endpoint_url=getattr(args, "s3_endpoint", None))
-    draft = spec(args.draft) if method != "ar" else None
+    draft = spec(args.draft) if uses_draft else None
     return LocalEngine.from_specs(spec(args.target), draft, sources=sources)
-
-
-def zoo_pair_names(pair: str) -> tuple[str, str]:
-    """(target, draft) model names of a zoo pair; an unknown pair is a clear error."""
-    from specvid.zoo.models import PAIRS
-
-    if pair not in PAIRS:
-        raise InvalidRequestError(f"unknown pair {pair!r}; known: {sorted(PAIRS)}")
-    return PAIRS[pair].target.name, PAIRS[pair].draft.name

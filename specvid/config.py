@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Literal, Optional, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from specvid.errors import InvalidRequestError
 
@@ -112,7 +119,7 @@ Method = Literal["ar", "sd", "specvlm", "lvspec", "lvspec+specvlm"]
 Relevance = Literal["embedding", "attention", "random"]
 
 
-class SpecConfig(_Strict):
+class DecodingConfig(_Strict):
     """Which decoding method runs and its knobs."""
 
     method: Method = Field(
@@ -181,6 +188,11 @@ class SpecConfig(_Strict):
     )
 
     @property
+    def uses_draft(self) -> bool:
+        """Whether a draft model proposes tokens (every method but plain autoregressive 'ar')."""
+        return self.method != "ar"
+
+    @property
     def prunes_video(self) -> bool:
         return self.method in ("specvlm", "lvspec+specvlm")
 
@@ -205,7 +217,11 @@ class GenerationRequest(_Strict):
     video: str = Field(description="Video URI: s3://bucket/key, a local path, or https://.")
     prompt: str = Field(min_length=1, description="The user's question or instruction.")
     sampling: SamplingParams = Field(default_factory=SamplingParams)
-    spec: SpecConfig = Field(default_factory=SpecConfig)
+    decoding: DecodingConfig = Field(
+        default_factory=DecodingConfig,
+        validation_alias=AliasChoices("decoding", "spec"),
+        description="The decoding method and its knobs ('spec' is accepted as the field's earlier name).",
+    )
     video_sampling: VideoSampling = Field(default_factory=VideoSampling)
 
 

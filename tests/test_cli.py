@@ -67,30 +67,8 @@ def test_unknown_model_is_a_clear_error(clip):
     assert "cannot load model" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_zoo_train_with_settings_exports_where_asked(tmp_path):
-    # A few steps of the draft's recipe, changed from the command line, sibling turns included.
-    settings = ["steps=2", "batch_size=2", "warmup=1", "train_clips=4", "sibling_turns=true"]
-    settings += ["vision.steps=1", "vision.batch_size=2"]
-    out = specvid(
-        "zoo", "train", "--pair", "qwen-tiny", "--models", "draft", "--work-dir", str(tmp_path / "work"),
-        "--out-dir", str(tmp_path / "out"), *(arg for s in settings for arg in ("--set", s)),
-    )
+def test_the_zoo_command_holds_no_lab_commands():
+    out = specvid("zoo", "--help")
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "out" / "qwen-tiny-draft" / "model.safetensors").is_file()
-    assert (tmp_path / "work" / "qwen-tiny-draft" / "state.pt").is_file()
-
-
-@pytest.mark.parametrize(
-    "args, fragment",
-    [
-        (["--set", "sibling_turn=true"], "unknown setting 'sibling_turn'"),
-        (["--set", "steps=many"], "'steps' takes a int"),
-        (["--set", "vision=3"], "group of settings"),
-        (["--models", "teacher"], "--models takes target, draft or both"),
-    ],
-)
-def test_zoo_train_refuses_a_bad_setting_before_any_work(tmp_path, args, fragment):
-    out = specvid("zoo", "train", "--pair", "qwen-tiny", "--work-dir", str(tmp_path), *args)
-    assert out.returncode == 2
-    assert fragment in out.stderr and "Traceback" not in out.stderr
-    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+    assert "eval" in out.stdout and "sample" in out.stdout
+    assert not any(command in out.stdout for command in ("train", "diagnose", "letter-drill"))

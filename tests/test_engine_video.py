@@ -7,7 +7,8 @@ import pytest
 from specvid.config import SourceConfig
 from specvid.engine import LocalEngine
 from specvid.errors import ForbiddenSourceError, InvalidVideoError, SourceNotFoundError
-from specvid.zoo.shapesworld import encode_clip_mp4, make_clip, split_seeds
+from specvid.shapesworld.clips import encode_clip_mp4, make_clip
+from specvid.shapesworld.world import split_seeds
 
 PROMPT = "Describe the video in detail."
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from specvid.bench.harness import BenchCase
 from specvid.errors import InvalidRequestError
-from specvid.zoo.scorer import score_caption
-from specvid.zoo.shapesworld import Clip, encode_clip_mp4, make_clip, split_seeds
+from specvid.shapesworld.clips import Clip, encode_clip_mp4, make_clip
+from specvid.shapesworld.scorer import score_caption
+from specvid.shapesworld.world import split_seeds
 
 
 def zoo_cases(count: int, num_frames: int, size: int, directory: Path) -> list[BenchCase]:

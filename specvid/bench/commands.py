@@ -7,13 +7,17 @@ import os
 import sys
 
 from specvid.cli_options import (
-    DEFAULT_DRAFT,
-    DEFAULT_TARGET,
-    add_loose_args,
+    add_frame_args,
+    add_method_args,
+    add_model_args,
     engine_from_args,
-    loose_knobs,
-    zoo_pair_names,
+    method_knobs,
+    resolve_pair,
 )
+from specvid.models.registry import pair_names
+
+# Long enough that decode, not prefill, dominates a row's time; captions end before it.
+BENCH_MAX_TOKENS = 80
 
 
 def register(commands, add) -> None:
@@ -27,11 +31,7 @@ def register(commands, add) -> None:
 
 
 def _add_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pair", default=None, help="zoo pair (qwen-tiny, llava-tiny), for --target/--draft")
-    p.add_argument("--target", default=DEFAULT_TARGET, help="target model: built-in name, path or HF id")
-    p.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model: built-in name, path or HF id")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cpu")
+    add_model_args(p)
     p.add_argument(
         "--methods",
         default="ar,sd,specvlm",
@@ -39,12 +39,9 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--clips", type=int, default=20, help="held-out zoo clips (or dataset rows) to run")
     p.add_argument("--dataset", default=None, help="JSON lines of {video, prompt} instead of zoo clips")
-    p.add_argument("--num-draft-tokens", "-k", type=int, default=5, help="default k of every method")
-    p.add_argument("--drop-rate", type=float, default=0.9, help="default specvlm drop rate")
-    add_loose_args(p)
-    p.add_argument("--frames", type=int, default=8, help="frames per video (more frames, more video tokens)")
-    p.add_argument("--size", type=int, default=112, help="frame width and height before model rounding")
-    p.add_argument("--max-tokens", type=int, default=80)
+    add_method_args(p, method=False)  # each knob is the default of every listed method
+    add_frame_args(p, frames_flag="--frames")
+    p.add_argument("--max-tokens", type=int, default=BENCH_MAX_TOKENS)
     p.add_argument("--json", default=None, help="write {meta, rows} here")
     _add_plot_outputs(p)
 
@@ -73,24 +70,22 @@ def run_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from specvid.bench.cases import dataset_cases, zoo_cases
-    from specvid.bench.harness import run_methods, summarise
+    from specvid.bench.harness import BASELINE, run_methods, summarise
     from specvid.bench.methods import parse_methods
     from specvid.bench.report import format_table, write_json
     from specvid.config import VideoSampling
 
-    if args.pair is not None:
-        args.target, args.draft = zoo_pair_names(args.pair)
-    defaults = {"num_draft_tokens": args.num_draft_tokens, "drop_rate": args.drop_rate, **loose_knobs(args)}
-    methods = parse_methods(args.methods, defaults)
+    resolve_pair(args)
+    methods = parse_methods(args.methods, method_knobs(args))
     torch.set_num_threads(os.cpu_count() or 1)
-    sampling = VideoSampling(num_frames=args.frames, width=args.size, height=args.size)
+    sampling = VideoSampling(num_frames=args.num_frames, width=args.size, height=args.size)
     with tempfile.TemporaryDirectory(prefix="specvid-bench-") as tmp:
         if args.dataset:
             cases, root = dataset_cases(Path(args.dataset), args.clips), "/"
         else:
-            cases, root = zoo_cases(args.clips, args.frames, args.size, Path(tmp)), tmp
-        engine = engine_from_args(args, "sd", local_root=root)
-        total = (len(methods) + ("ar" not in [m.label for m in methods])) * len(cases)
+            cases, root = zoo_cases(args.clips, args.num_frames, args.size, Path(tmp)), tmp
+        engine = engine_from_args(args, uses_draft=True, local_root=root)
+        total = (len(methods) + (BASELINE.label not in [m.label for m in methods])) * len(cases)
         with tqdm(total=total, desc="bench", unit="run") as bar:
             results = run_methods(
                 engine, methods, cases, sampling, args.max_tokens, lambda label: _advance(bar, label)
@@ -99,7 +94,7 @@ def run_bench(args: argparse.Namespace) -> int:
     name = args.pair or f"{args.target}+{args.draft}"
     for row in rows:
         row["pair"] = name
-    print(f"\n{name}: {len(cases)} {'rows' if args.dataset else 'zoo clips'}, {args.frames} frames, "
+    print(f"\n{name}: {len(cases)} {'rows' if args.dataset else 'zoo clips'}, {args.num_frames} frames, "
           f"max {args.max_tokens} tokens\n")
     print(format_table(rows))
     meta = {
@@ -107,7 +102,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "target": args.target,
         "draft": args.draft,
         "clips": len(cases),
-        "frames": args.frames,
+        "frames": args.num_frames,
         "size": args.size,
         "max_tokens": args.max_tokens,
         "dataset": args.dataset,
@@ -115,7 +110,7 @@ def run_bench(args: argparse.Namespace) -> int:
     }
     if args.json:
         write_json(Path(args.json), rows, meta)
-    _write_plots(args, rows, f"{name}, {len(cases)} clips, {args.frames} frames")
+    _write_plots(args, rows, f"{name}, {len(cases)} clips, {args.num_frames} frames")
     return 0
 
 
@@ -159,7 +154,7 @@ def run_bench_relevance(args: argparse.Namespace) -> int:
     from specvid.bench.report import write_json
     from specvid.models.loader import load_model
 
-    target, draft = (load_model(name) for name in zoo_pair_names(args.pair))
+    target, draft = (load_model(name) for name in pair_names(args.pair))
     top_ns = [int(n) for n in args.top_n.split(",")]
     lams = [float(x) for x in args.lam.split(",")]
     with tqdm(total=args.clips, desc="captions", unit="clip") as bar:

@@ -10,10 +10,15 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 
-from specvid.bench.real_models import DTYPES, MemoryEstimate, build_skeleton, full_depth_parameters
+from specvid.bench.real_models import (
+    DTYPES,
+    MemoryEstimate,
+    build_skeleton,
+    full_depth_parameters,
+)
 
 if TYPE_CHECKING:
-    from specvid.bench.cost import Context, CostConfig, Measured
+    from specvid.bench.cost_types import Context, CostConfig, Measured
 
 
 # ---- rows ---------------------------------------------------------------------------------------

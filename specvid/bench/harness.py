@@ -26,10 +26,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from specvid.bench.methods import BenchMethod
-from specvid.config import SpecConfig, VideoSampling
-from specvid.engine import GenerationResult, LocalEngine
-from specvid.spec.stats import SpecStats
+from specvid.bench.methods import BASELINE_LABEL, BenchMethod
+from specvid.config import DecodingConfig, VideoSampling
+from specvid.decoding.stats import SpecStats
+from specvid.engine import LocalEngine
+from specvid.pipeline import GenerationResult
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class MethodRuns:
     runs: list[Run] = field(default_factory=list)
 
 
-BASELINE = BenchMethod("ar", SpecConfig(method="ar"))
+BASELINE = BenchMethod(BASELINE_LABEL, DecodingConfig(method=BASELINE_LABEL))
 
 
 def run_methods(
@@ -80,7 +81,7 @@ def run_methods(
     """
     if not cases:
         raise ValueError("the benchmark needs at least one case")
-    ordered = [BASELINE] + [m for m in methods if m.label != "ar"]
+    ordered = [BASELINE] + [m for m in methods if m.label != BASELINE.label]
     for method in ordered:
         _run_one(engine, method, cases[0], sampling, max_tokens)  # warm-up, not recorded
     results = [MethodRuns(method) for method in ordered]
@@ -98,7 +99,7 @@ def _run_one(engine, method: BenchMethod, case: BenchCase, sampling: VideoSampli
     request = {
         "video": case.video,
         "prompt": case.prompt,
-        "spec": method.spec.model_dump(),
+        "decoding": method.decoding.model_dump(),
         "sampling": {"max_tokens": max_tokens},
         "video_sampling": sampling.model_dump(),
     }
@@ -109,14 +110,14 @@ def _run_one(engine, method: BenchMethod, case: BenchCase, sampling: VideoSampli
 
 def summarise(results: Sequence[MethodRuns], kv_bytes_per_token: Optional[int] = None) -> list[dict]:
     """One report row per method (see the module docstring for each figure)."""
-    baseline = next(r for r in results if r.method.label == "ar")
+    baseline = next(r for r in results if r.method.label == BASELINE.label)
     base_score = _mean_score(baseline.runs)
     rows = []
     for entry in results:
-        runs, spec = entry.runs, entry.method.spec
+        runs, config = entry.runs, entry.method.decoding
         rounds = sum(run.stats.rounds for run in runs)
         accepted = sum(run.stats.accepted for run in runs)
-        drafts = spec.method != "ar"
+        drafts = config.uses_draft
         tau = accepted / rounds if rounds and drafts else 0.0
         score = _mean_score(runs)
         row = {
@@ -135,11 +136,11 @@ def summarise(results: Sequence[MethodRuns], kv_bytes_per_token: Optional[int] =
             "video_ms": 1e3 * statistics.median(run.video_s for run in runs),
             "prefill_ms": 1e3 * statistics.median(run.stats.prefill_s for run in runs),
             "video_tokens": statistics.mean(run.stats.video_tokens for run in runs),
-            "num_draft_tokens": spec.num_draft_tokens if drafts else None,
+            "num_draft_tokens": config.num_draft_tokens if drafts else None,
             "accepted_histogram": _histogram(runs) if drafts else [],
         }
         row.update(_draft_figures(runs, kv_bytes_per_token) if drafts else _no_draft())
-        row.update(_loose_figures(runs, spec))
+        row.update(_loose_figures(runs, config))
         rows.append(row)
     return rows
 
@@ -154,21 +155,21 @@ def _draft_figures(runs: list[Run], kv_bytes_per_token: Optional[int]) -> dict:
     }
 
 
-def _loose_figures(runs: list[Run], spec: SpecConfig) -> dict:
+def _loose_figures(runs: list[Run], config: DecodingConfig) -> dict:
     """LVSpec's counters per 100 emitted tokens, and the knobs that produced them."""
-    if not spec.loose:
+    if not config.loose:
         return {"loose_accepts_per_100": None, "shift_rescues_per_100": None}
     emitted = sum(run.stats.emitted for run in runs)
     per_100 = lambda count: 100.0 * count / emitted if emitted else 0.0  # noqa: E731
     return {
         "loose_accepts_per_100": per_100(sum(run.stats.loose_accepts for run in runs)),
         "shift_rescues_per_100": per_100(sum(run.stats.shift_rescues for run in runs)),
-        "lam": spec.lam,
-        "top_n": spec.top_n,
-        "shift_window": spec.shift_window,
-        "shift_top_k": spec.shift_top_k,
-        "filler_ratio": spec.filler_ratio,
-        "relevance": spec.relevance,
+        "lam": config.lam,
+        "top_n": config.top_n,
+        "shift_window": config.shift_window,
+        "shift_top_k": config.shift_top_k,
+        "filler_ratio": config.filler_ratio,
+        "relevance": config.relevance,
     }
 
 

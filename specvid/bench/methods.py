@@ -4,7 +4,7 @@ Syntax: methods are separated by commas; knobs follow a method's name after colo
 
     ar,sd,specvlm,specvlm:drop=0.5,uniform,lvspec:lam=0.9:w=3,lvspec+specvlm,random:lam=0.5
 
-Each knob is a `SpecConfig` field or one of the short names below; a knob given on the command
+Each knob is a `DecodingConfig` field or one of the short names below; a knob given on the command
 line (`--num-draft-tokens`, `--drop-rate`, `--lam`, `--top-n`, `--shift-window`, ...) is the
 default for every method that does not set its own. `uniform` is short for
 `specvlm:pruning=uniform`; `random` for the random relaxation baseline,
@@ -17,8 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from specvid.config import SpecConfig, parse
+from specvid.config import DecodingConfig, parse
 from specvid.errors import InvalidRequestError
+
+# The row every other is compared with: the target alone.
+BASELINE_LABEL = "ar"
 
 ALIASES = {
     "k": "num_draft_tokens",
@@ -41,7 +44,7 @@ SHORTHANDS = {
 @dataclass(frozen=True)
 class BenchMethod:
     label: str
-    spec: SpecConfig
+    decoding: DecodingConfig
 
 
 def parse_methods(text: str, defaults: dict) -> list[BenchMethod]:
@@ -63,13 +66,9 @@ def parse_method(entry: str, defaults: dict) -> BenchMethod:
         if not sep or not key:
             raise InvalidRequestError(f"method {entry!r}: knob {knob!r} is not key=value")
         fields[ALIASES.get(key, key)] = _value(value)
-    spec = parse(SpecConfig, {**_applicable(defaults, fields["method"]), **fields})
-    return BenchMethod(entry, spec)
-
-
-def _applicable(defaults: dict, method: str) -> dict:
-    """Command-line defaults that mean something for `method` (ar takes no draft knobs)."""
-    return {} if method == "ar" else defaults
+    own = parse(DecodingConfig, fields)
+    # Command-line defaults mean something only for methods with a draft (ar takes no knobs).
+    return BenchMethod(entry, parse(DecodingConfig, {**defaults, **fields}) if own.uses_draft else own)
 
 
 def _value(text: str):

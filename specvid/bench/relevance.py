@@ -27,14 +27,16 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from specvid.engine import LocalEngine, sampled_fps
+from specvid.bench.card import clip_video, draft_guesses
+from specvid.decoding.accept import anchor_mask
+from specvid.decoding.relevance import TokenRelevance, vocabulary_mean
+from specvid.decoding.strict import TokenClasses, strict_positions
+from specvid.engine import LocalEngine
 from specvid.models.adapter import VideoLLM
-from specvid.spec.accept import anchor_mask
-from specvid.spec.relevance import TokenRelevance, vocabulary_mean
-from specvid.spec.strict import TokenClasses, strict_positions
-from specvid.zoo.anchors import anchor_words
-from specvid.zoo.evaluate import clip_video, draft_guesses
-from specvid.zoo.shapesworld import make_clip, split_seeds
+from specvid.pipeline import sampled_fps
+from specvid.shapesworld.anchors import anchor_words
+from specvid.shapesworld.clips import make_clip
+from specvid.shapesworld.world import split_seeds
 
 
 @dataclass
@@ -70,7 +72,7 @@ def score_captions(
     for seed in seeds:
         clip = make_clip(seed)
         video = clip_video(clip)
-        request = {"video": "in-memory", "prompt": clip.caption_prompt, "spec": {"method": "ar"},
+        request = {"video": "in-memory", "prompt": clip.caption_prompt, "decoding": {"method": "ar"},
                    "sampling": {"max_tokens": max_tokens}}  # fmt: skip
         tokens = engine.generate(request, video).token_ids
         if len(tokens) < 2:

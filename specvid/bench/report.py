@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
+from specvid.bench.methods import BASELINE_LABEL
+
 # (header, row key, format) of the terminal table, in order.
 COLUMNS = (
     ("method", "method", "{}"),
@@ -123,7 +125,7 @@ def plot_tradeoff(path: Path, rows: Sequence[dict], title: Optional[str] = None)
     fig, ax = plt.subplots(figsize=(10, 4.8))
     series: dict[str, list[dict]] = {}
     for row in rows:
-        if row.get("retention") is None or row["method"] == "ar":
+        if row.get("retention") is None or row["method"] == BASELINE_LABEL:
             continue
         if row.get("relevance") is None:
             ax.scatter(row["tau"], row["retention"], marker="s", color="black", zorder=3)

@@ -13,6 +13,7 @@ pruned prefill; here each `DecodeState` carries its own offset instead.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,26 +21,10 @@ from typing import Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from specvid.errors import InvalidRequestError, TooLargeError
-
-# CLIP normalisation, shared by both families' vision towers.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def normalised_frames(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """uint8 frames [T,H,W,3] -> CLIP-normalised float [T,3,height,width] (bicubic if resized)."""
-    if not frames.flags.writeable:  # e.g. frames read from Ray's object store
-        frames = frames.copy()
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-    if tuple(video.shape[2:]) != (height, width):
-        video = F.interpolate(video, size=(height, width), mode="bicubic", align_corners=False)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (video - mean) / std
+from specvid.models.attention import VideoAttention
 
 
 @dataclass(frozen=True)
@@ -83,42 +68,6 @@ class DecodeState:
 PositionLayout = Literal["original", "compact"]
 
 
-class _VideoAttention:
-    """A running sum over layers of attention probabilities onto the video keys.
-
-    `per_query=False` (SpecVLM stage I) keeps one figure per video key: the probability mean
-    over heads and queries. `per_query=True` (LVSpec's attention relevance) keeps one figure per
-    query: its total probability on the video keys, averaged over heads.
-    """
-
-    def __init__(self, video_keys: Optional[torch.Tensor], per_query: bool = False):
-        self.video_keys = video_keys  # [N] key positions
-        self.per_query = per_query
-        self.total: Optional[torch.Tensor] = None  # [N] or [queries], float64
-        self.layers = 0
-
-    def hook(self, module, args, output) -> None:
-        weights = output[1]  # [1, heads, queries, keys]
-        if weights is None:
-            raise RuntimeError(f"{type(module).__name__} returned no attention probabilities")
-        on_video = weights[0][..., self.video_keys.to(weights.device)].float()  # [heads, queries, N]
-        layer = on_video.sum(-1).mean(0) if self.per_query else on_video.mean(dim=(0, 1))
-        layer = layer.double().cpu()
-        self.total = layer if self.total is None else self.total + layer
-        self.layers += 1
-
-    def mean(self) -> torch.Tensor:
-        """Mean over layers and heads; over every tensor-parallel rank's heads too."""
-        total = self.total / self.layers
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Each rank of a tensor-parallel group holds an equal share of the heads.
-            on_gpu = torch.distributed.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
-            reduced = total.cuda() if on_gpu else total
-            torch.distributed.all_reduce(reduced)
-            total = reduced.cpu() / torch.distributed.get_world_size()
-        return total.float()
-
-
 class VideoLLM(ABC):
     """A loaded Video-LLM of one family, with the operations speculative decoding needs."""
 
@@ -130,6 +79,9 @@ class VideoLLM(ABC):
         self.name = name or getattr(model.config, "_name_or_path", "") or self.family
         self.eos_token_ids: frozenset[int] = frozenset(self._eos_ids())
         self.special_token_ids: frozenset[int] = frozenset(tokenizer.all_special_ids)
+        # Every forward holds this lock: a scored forward switches the shared model to eager
+        # attention, and no other thread's forward may run while it does.
+        self._forward_lock = threading.RLock()
 
     # ---- family hooks ---------------------------------------------------------------------
 
@@ -177,7 +129,7 @@ class VideoLLM(ABC):
         """Token ids a single-question prompt holds after its last video placeholder.
 
         The question and the assistant header; what comes before is the same for every
-        question about one video (training packs questions that share it, `zoo.rows`).
+        question about one video (the lab's training packs questions that share it).
         """
         ids = self.tokenizer(self._prompt_text(prompt, 1))["input_ids"]
         return ids[ids.index(self.video_token_id) + 1 :]
@@ -241,7 +193,7 @@ class VideoLLM(ABC):
         if split:
             head = slice(0, split)
             self._forward(inputs_embeds=embeds[None, head], positions=layout[:, head], cache=cache, keep=1)
-        with self._video_attention(_VideoAttention(prompt.video_index if score_video else None)) as recorded:
+        with self._video_attention(VideoAttention(prompt.video_index if score_video else None)) as recorded:
             logits = self._forward(
                 inputs_embeds=embeds[None, split:], positions=layout[:, split:], cache=cache, keep=1
             )
@@ -265,25 +217,26 @@ class VideoLLM(ABC):
         return rows, self.prompt_positions(prompt)[:, rows]
 
     @contextmanager
-    def _video_attention(self, recorded: _VideoAttention) -> Iterator[_VideoAttention]:
+    def _video_attention(self, recorded: VideoAttention) -> Iterator[VideoAttention]:
         """Record the attention probabilities onto the video keys in every language layer.
 
         Switches the language model to eager attention for the duration (the only kernel that
-        yields probabilities); workers run one model call at a time, so nothing else sees it.
+        yields probabilities), holding the forward lock so no other thread's forward sees it.
         """
         if recorded.video_keys is None:
             yield recorded
             return
         language = self.model.model.language_model
-        previous = language.config._attn_implementation
-        language.config._attn_implementation = "eager"
-        handles = [layer.self_attn.register_forward_hook(recorded.hook) for layer in language.layers]
-        try:
-            yield recorded
-        finally:
-            for handle in handles:
-                handle.remove()
-            language.config._attn_implementation = previous
+        with self._forward_lock:
+            previous = language.config._attn_implementation
+            language.config._attn_implementation = "eager"
+            handles = [layer.self_attn.register_forward_hook(recorded.hook) for layer in language.layers]
+            try:
+                yield recorded
+            finally:
+                for handle in handles:
+                    handle.remove()
+                language.config._attn_implementation = previous
 
     @torch.inference_mode()
     def extend(self, state: DecodeState, token_ids: Sequence[int]) -> torch.Tensor:
@@ -309,7 +262,7 @@ class VideoLLM(ABC):
         prefill). Returns (logits [n, vocab], mass [n]): mass i is the share of attention the
         query at token i puts on the video, averaged over heads and layers.
         """
-        with self._video_attention(_VideoAttention(video_keys, per_query=True)) as recorded:
+        with self._video_attention(VideoAttention(video_keys, per_query=True)) as recorded:
             logits = self.extend(state, token_ids)
         return logits, recorded.mean()
 
@@ -390,13 +343,14 @@ class VideoLLM(ABC):
         return rows[mask]
 
     def _forward(self, *, positions: torch.Tensor, cache: DynamicCache, keep: int, **inputs) -> torch.Tensor:
-        out = self.model(
-            **inputs,
-            position_ids=self._format_positions(positions.to(self.device)),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=keep,
-        )
+        with self._forward_lock:
+            out = self.model(
+                **inputs,
+                position_ids=self._format_positions(positions.to(self.device)),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=keep,
+            )
         return out.logits[0].float()  # [keep, vocab]
 
     def _format_positions(self, positions: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ import math
 import numpy as np
 import torch
 
-from specvid.models.adapter import VideoLLM, VideoPrompt, normalised_frames
+from specvid.models.adapter import VideoLLM, VideoPrompt
+from specvid.models.pixels import normalised_frames
 
 
 class LlavaOnevisionAdapter(VideoLLM):

@@ -18,47 +18,33 @@ from specvid.errors import ModelLoadError
 from specvid.models.adapter import VideoLLM
 from specvid.models.llava_onevision import LlavaOnevisionAdapter
 from specvid.models.qwen2_5_vl import Qwen2_5_VLAdapter
-from specvid.models.tiny import DRAFT_SIZE, FAMILY_MODELS, TARGET_SIZE, build_tiny_model
+from specvid.models.registry import RANDOM_MODELS, builtin_names, zoo_checkpoint
+from specvid.models.tiny import FAMILY_MODELS, build_tiny_model
 
 ADAPTERS: dict[str, type[VideoLLM]] = {
     "qwen2_5_vl": Qwen2_5_VLAdapter,
     "llava_onevision": LlavaOnevisionAdapter,
 }
 
-# Seeded random tiny models: a target and a differently seeded, smaller draft per family.
-RANDOM_MODELS: dict[str, tuple[str, object, int]] = {
-    "random-qwen": ("qwen2_5_vl", TARGET_SIZE, 0),
-    "random-qwen-draft": ("qwen2_5_vl", DRAFT_SIZE, 1),
-    "random-llava": ("llava_onevision", TARGET_SIZE, 0),
-    "random-llava-draft": ("llava_onevision", DRAFT_SIZE, 1),
-}
-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-def builtin_names() -> list[str]:
-    from specvid.zoo.models import MODELS
-
-    return sorted(RANDOM_MODELS) + sorted(MODELS)
 
 
 def load_model(spec: Union[ModelSpec, str]) -> VideoLLM:
     """Load the model a spec names and wrap it in its family's adapter."""
     spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
     if spec.name in RANDOM_MODELS:
-        family, size, seed = RANDOM_MODELS[spec.name]
-        model, tokenizer = build_tiny_model(family, size, seed, attn_implementation=spec.attn_implementation)
+        random = RANDOM_MODELS[spec.name]
+        model, tokenizer = build_tiny_model(
+            random.family, random.size, random.seed, attn_implementation=spec.attn_implementation
+        )
         model = model.to(device=spec.device, dtype=DTYPES[spec.dtype])
-        return ADAPTERS[family](model, tokenizer, name=spec.name)
+        return ADAPTERS[random.family](model, tokenizer, name=spec.name)
     return _load_pretrained(spec, _resolve_location(spec.name))
 
 
 def _resolve_location(name: str) -> str:
     """Zoo names map to the checkpoints shipped in the package; anything else is a path or id."""
-    from specvid.zoo.models import (
-        resolve,  # the zoo builds on the models package, not back
-    )
-
-    path = resolve(name)
+    path = zoo_checkpoint(name)
     return str(path) if path is not None else name
 
 

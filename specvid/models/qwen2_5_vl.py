@@ -12,7 +12,8 @@ import math
 import numpy as np
 import torch
 
-from specvid.models.adapter import VideoLLM, VideoPrompt, normalised_frames
+from specvid.models.adapter import VideoLLM, VideoPrompt
+from specvid.models.pixels import normalised_frames
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 

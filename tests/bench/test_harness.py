@@ -11,10 +11,10 @@ import pytest
 from specvid.bench.cases import dataset_cases, zoo_cases
 from specvid.bench.harness import MethodRuns, Run, run_methods, summarise
 from specvid.bench.methods import BenchMethod, parse_methods
-from specvid.config import SourceConfig, SpecConfig, VideoSampling
+from specvid.config import DecodingConfig, SourceConfig, VideoSampling
+from specvid.decoding.stats import SpecStats
 from specvid.engine import LocalEngine
 from specvid.errors import InvalidRequestError
-from specvid.spec.stats import SpecStats
 
 CONTRACT = {
     "pair",
@@ -102,8 +102,8 @@ def fake_run(tokens: list[int], decode_s: float, prefill_s: float, score: float)
 
 
 def test_speedups_are_medians_of_paired_ratios():
-    ar = MethodRuns(BenchMethod("ar", SpecConfig(method="ar")))
-    sd = MethodRuns(BenchMethod("sd", SpecConfig(method="sd")))
+    ar = MethodRuns(BenchMethod("ar", DecodingConfig(method="ar")))
+    sd = MethodRuns(BenchMethod("sd", DecodingConfig(method="sd")))
     # Per case: ar decodes 10 tokens/s; sd decodes 20, 40 and (an outlier) 1 token/s.
     ar.runs = [fake_run([1] * 11, 1.0, 0.5, 0.8) for _ in range(3)]
     sd.runs = [fake_run([1] * 11, t, 0.5, s) for t, s in ((0.5, 0.8), (0.25, 0.4), (10.0, 0.8))]

@@ -12,7 +12,7 @@ DEFAULTS = {"num_draft_tokens": 5, "drop_rate": 0.9}
 
 def test_names_knobs_aliases_and_defaults():
     labels = ["ar", "sd", "specvlm:drop=0.5:p=0.4", "uniform", "specvlm:positions=compact:k=10"]
-    by_label = {m.label: m.spec for m in parse_methods(" , ".join(labels), DEFAULTS)}
+    by_label = {m.label: m.decoding for m in parse_methods(" , ".join(labels), DEFAULTS)}
     assert list(by_label) == labels
     assert by_label["sd"].num_draft_tokens == 5
     staged = by_label["specvlm:drop=0.5:p=0.4"]
@@ -27,7 +27,7 @@ def test_names_knobs_aliases_and_defaults():
 def test_lvspec_methods_knobs_and_the_random_baseline():
     defaults = {**DEFAULTS, "lam": 0.7, "top_n": 10, "shift_window": 2}
     text = "lvspec,lvspec+specvlm:lam=0.9:w=3,lvspec:rel=embedding:n=100,random:lam=0.5,random:rho=0.2"
-    by_label = {m.label: m.spec for m in parse_methods(text, defaults)}
+    by_label = {m.label: m.decoding for m in parse_methods(text, defaults)}
     assert by_label["lvspec"].loose and not by_label["lvspec"].prunes_video
     both = by_label["lvspec+specvlm:lam=0.9:w=3"]
     assert both.loose and both.prunes_video and (both.lam, both.shift_window, both.drop_rate) == (0.9, 3, 0.9)

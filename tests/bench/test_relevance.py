@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from specvid.bench.relevance import Caption, auroc, separation
-from specvid.spec.strict import TokenClasses
+from specvid.decoding.strict import TokenClasses
 
 TEXTS = [" the", " red", " ball", " moves", " not", "."]
 THE, RED, BALL, MOVES, NOT, DOT = range(len(TEXTS))

@@ -11,7 +11,7 @@ from typing import Optional
 import pytest
 import yaml
 
-from deployments.kustomize import render
+from tests.deploy.kustomize import render
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from deployments.args import AppArgs
-from deployments.k8s_config import SERVE_CONFIG, VARIANTS, patch_path, patch_text
-from deployments.kustomize import to_yaml
+from ops.k8s_config import SERVE_CONFIG, VARIANTS, patch_path, patch_text
 from specvid.config import parse
+from tests.deploy.kustomize import to_yaml
 from tests.deploy.manifests import (
     K8S,
     KUBERNETES_VERSION,
@@ -67,7 +67,7 @@ def resources(pod: dict, kind: str = "limits") -> dict:
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.overlay)
 def test_generated_serve_configs_are_current(variant):
-    """The committed overlay patches are what `python -m deployments.k8s_config` writes now."""
+    """The committed overlay patches are what `python -m ops.k8s_config` writes now."""
     assert patch_path(variant).read_text() == patch_text(variant, SERVE_CONFIG.read_text())
 
 

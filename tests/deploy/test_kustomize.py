@@ -1,4 +1,4 @@
-"""The Python kustomize renderer (deployments/kustomize.py), on small trees of its own."""
+"""The Python kustomize renderer (tests/deploy/kustomize.py), on small trees of its own."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments.kustomize import (
+from tests.deploy.kustomize import (
     KustomizeError,
     apply_json_patch,
     render,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from specvid.spec.prune import select_video_tokens
+from specvid.decoding.prune import select_video_tokens
 from tests.helpers import FAMILIES, random_frames
 
 TOL = 1e-4

@@ -88,7 +88,7 @@ def test_chat_request_becomes_a_generation_request():
     assert native.video == "s3://b/k.mp4"
     assert native.prompt == "What moves?\nAnswer briefly."
     assert (native.sampling.max_tokens, native.sampling.temperature, native.sampling.seed) == (7, 0.5, 3)
-    assert native.spec.method == "ar"
+    assert native.decoding.method == "ar"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,5 @@
+import sys
+
+from lab.zoo.cli import main
+
+sys.exit(main())

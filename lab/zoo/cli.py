@@ -1,0 +1,189 @@
+"""The zoo's lab commands: train the shipped pairs, diagnose a target, drill option letters.
+
+    python -m lab.zoo train --pair qwen-tiny                 # resumable, on this CPU
+    python -m lab.zoo diagnose --model qwen-tiny --clips 40  # where a target's lookups fail
+    python -m lab.zoo letter-drill --model qwen-tiny         # can the architecture copy letters?
+
+These are experiments, not part of the installed `specvid` command; `specvid zoo eval` measures
+what they produce. Their history and figures: `lab/zoo/HISTORY.md`, `docs/zoo.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+from specvid.errors import SpecVidError
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    parser = argparse.ArgumentParser(prog="python -m lab.zoo", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add(commands, "train", "train the zoo's model pairs on this CPU (resumable)", _add_train_args, run_train)
+    _add(
+        commands,
+        "diagnose",
+        "where a target's lookups fail: its video features, colour by kind, option letters",
+        _add_diagnose_args,
+        run_diagnose,
+    )
+    _add(
+        commands,
+        "letter-drill",
+        "train a fresh model of a zoo architecture on naming multiple-choice letters alone (text only)",
+        _add_letter_drill_args,
+        run_letter_drill,
+    )
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except SpecVidError as e:
+        print(f"error ({e.status_code} {e.code}): {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _add(commands, name: str, help_text: str, add_args: Callable, run: Callable) -> None:
+    sub = commands.add_parser(name, help=help_text, description=help_text)
+    add_args(sub)
+    sub.set_defaults(run=run)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pair", default="all", help="qwen-tiny, llava-tiny or all")
+    p.add_argument("--models", default="target,draft", help="which members of each pair to train")
+    p.add_argument("--work-dir", default=".zoo-work", help="clip pool, tokenizer and resumable state")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one TrainConfig setting of the recipe, e.g. sibling_turns=true or vision.steps=800",
+    )
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        help="export the models into DIR/<name> instead of the shipped checkpoints (specvid/models/zoo)",
+    )
+
+
+def _add_diagnose_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a zoo model name or a checkpoint directory")
+    p.add_argument("--clips", type=int, default=40, help="held-out clips for each measurement")
+    p.add_argument("--probe-clips", type=int, default=300, help="training clips the linear probes are fitted on")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+def _add_letter_drill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a zoo model name: its architecture, seed and tokenizer")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
+    p.add_argument("--eval-questions", type=int, default=256, help="held-out drills (eval-split clips)")
+    p.add_argument("--json", default=None, help="also write the records to this JSON file")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from lab.zoo.recipes import PAIRS
+    from lab.zoo.train import TrainConfig, train_model, with_overrides
+
+    pairs = list(PAIRS) if args.pair == "all" else [args.pair]
+    unknown = [p for p in pairs if p not in PAIRS]
+    if unknown:
+        print(f"unknown pair {unknown[0]!r}; known: {sorted(PAIRS)}", file=sys.stderr)
+        return 2
+    roles = args.models.split(",")
+    if not set(roles) <= {"target", "draft"}:
+        print(f"--models takes target, draft or both, got {args.models!r}", file=sys.stderr)
+        return 2
+    try:
+        with_overrides(TrainConfig(), args.overrides)  # refuse a bad setting before any work
+    except ValueError as error:
+        print(f"--set: {error}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(os.cpu_count() or 1)
+    work = Path(args.work_dir)
+    for pair in pairs:
+        members = {"target": PAIRS[pair].target, "draft": PAIRS[pair].draft}
+        for role in roles:
+            model = members[role]
+            recipe = TrainConfig(seed=args.seed, steps=model.train_steps)
+            cfg = with_overrides(recipe, [*model.settings, *args.overrides])
+            out_dir = Path(args.out_dir) / model.name if args.out_dir else None
+            bars: dict[str, tqdm] = {}
+
+            def progress(stage: str, step: int, total: int, loss: float) -> None:
+                if stage not in bars:
+                    bars[stage] = tqdm(total=total, desc=f"{model.name} {stage}", unit="step")
+                bar = bars[stage]
+                bar.n = step
+                bar.set_postfix(loss=f"{loss:.3f}")
+                bar.refresh()
+
+            try:
+                out = train_model(model, cfg, work, progress, out_dir=out_dir)
+            finally:
+                for bar in bars.values():
+                    bar.close()
+            print(f"{model.name}: exported to {out}")
+    return 0
+
+
+def run_diagnose(args: argparse.Namespace) -> int:
+    import torch
+
+    from lab.zoo.diagnose import choice_letters, colour_lookups, feature_probe
+    from specvid.bench.card import eval_seeds
+    from specvid.engine import LocalEngine
+    from specvid.models.loader import load_model
+    from specvid.shapesworld.world import split_seeds
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    adapter = load_model(args.model)
+    held_out = eval_seeds(args.clips)
+    figures = {
+        "model": args.model,
+        "clips": args.clips,
+        "feature_probe": feature_probe(adapter, split_seeds("train", args.probe_clips), held_out),
+        "colour_lookups_by_shapes": colour_lookups(LocalEngine(adapter), held_out),
+        "choice_letters_reasoned": choice_letters(adapter, held_out, reasoned=True),
+        "choice_letters_plain": choice_letters(adapter, held_out, reasoned=False),
+    }
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
+
+
+def run_letter_drill(args: argparse.Namespace) -> int:
+    import torch
+
+    from lab.zoo.letter_drill import letter_drill, record_line
+    from lab.zoo.recipes import MODELS
+    from specvid.errors import InvalidRequestError
+
+    if args.model not in MODELS:
+        raise InvalidRequestError(f"--model must be a zoo model name ({', '.join(MODELS)}), got {args.model!r}")
+    torch.set_num_threads(os.cpu_count() or 1)
+    records = []
+    for record in letter_drill(args.model, args.steps, args.batch_size, args.lr, args.eval_every, args.eval_questions):
+        print(record_line(record), flush=True)
+        records.append(record)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "batch_size": args.batch_size, "lr": args.lr, "records": records}, f, indent=2)
+    return 0

@@ -1,0 +1,160 @@
+"""The one speculative decoding loop, shared by the local engine and the Ray Serve router.
+
+It talks to a drafter and a verifier through two small async protocols, so the same code
+drives in-process workers and remote replicas. Autoregressive decoding (`ar`) is the same loop
+with no drafts: every round verifies zero tokens and emits the target's next one.
+
+Before the rounds, the target prefills (and, for SpecVLM, scores every video token); the draft
+then prefills with the video tokens `decoding/prune.py` keeps. For LVSpec the target also learns
+the loose rule at prefill and applies it in every verify; the loop itself is unchanged.
+
+One round:
+    propose  draft continues the committed tokens with k guesses
+    verify   target scores pending token + k guesses in one forward, keeps n, adds 1
+    commit   the n + 1 tokens reach each worker on its next call
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import AsyncIterator, Optional, Protocol
+
+from specvid.config import DecodingConfig
+from specvid.decoding.accept import Verdict
+from specvid.decoding.prune import select_video_tokens
+from specvid.decoding.session import (
+    Commit,
+    LooseVerification,
+    PrefillRequest,
+    PrefillResult,
+    Proposal,
+    VideoKeep,
+)
+from specvid.decoding.stats import SpecStats
+from specvid.errors import SessionLostError
+
+
+class Drafter(Protocol):
+    async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep]) -> int: ...
+    async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal: ...
+    async def release(self, request_id: str) -> None: ...
+
+
+class Verifier(Protocol):
+    async def prefill(self, request: PrefillRequest) -> PrefillResult: ...
+    async def verify(self, request_id: str, commit: Commit, proposal: Proposal) -> Verdict: ...
+    async def release(self, request_id: str) -> None: ...
+
+
+class _Peer:
+    """The loop's view of one worker: how many committed tokens it has been told about."""
+
+    def __init__(self):
+        self.known = 0
+
+    def commit(self, generated: list[int]) -> Commit:
+        commit = Commit(self.known, tuple(generated[self.known :]))
+        self.known = len(generated)
+        return commit
+
+
+async def decode(
+    drafter: Optional[Drafter],
+    verifier: Verifier,
+    request: PrefillRequest,
+    config: DecodingConfig,
+    stats: SpecStats,
+) -> AsyncIterator[list[int]]:
+    """Yield newly emitted tokens after each round until a stop token or max_tokens.
+
+    Stop tokens are not emitted. Sessions are released however the loop ends (including the
+    consumer closing the generator early, e.g. on client disconnect). Requests arrive admitted
+    (`specvid.pipeline.admit`): a drafter is given whenever the method uses one.
+    """
+    use_draft = config.uses_draft
+    max_tokens = request.sampling.max_tokens
+    rid = request.request_id
+    draft, target = _Peer(), _Peer()
+    started = time.perf_counter()
+    request = dataclasses.replace(request, score_video=config.prunes_video, loose=LooseVerification.of(config))
+    try:
+        prefill = await verifier.prefill(request)
+        stats.prompt_tokens, stats.video_tokens = prefill.prompt_tokens, prefill.video_tokens
+        keep = None
+        if use_draft:
+            draft_started = time.perf_counter()
+            keep = draft_keep(prefill, config)
+            stats.prune_s = time.perf_counter() - draft_started
+            stats.draft_context_tokens = await drafter.prefill(request, keep)
+            stats.draft_prefill_s = time.perf_counter() - draft_started - stats.prune_s
+            stats.draft_video_tokens = prefill.video_tokens if keep is None else int(keep.indices.numel())
+        stats.prefill_s = time.perf_counter() - started
+        decode_start = time.perf_counter()
+        eos = frozenset() if request.sampling.ignore_eos else prefill.stop_token_ids
+        stops = eos | frozenset(request.sampling.stop_token_ids)
+
+        generated: list[int] = []
+        pending = [prefill.first_token]
+        while True:
+            # Emit this round's tokens, cut at the first stop token or the token budget.
+            emit, done = _truncate(pending, stops, max_tokens - len(generated))
+            generated.extend(pending)
+            stats.emitted += len(emit)
+            stats.decode_s = time.perf_counter() - decode_start
+            if emit:
+                yield emit
+            if done:
+                return
+            # Draft k tokens (k = 0: plain autoregressive step); a round emits at most k + 1.
+            k = min(config.num_draft_tokens, max_tokens - len(generated) - 1) if use_draft else 0
+            proposal = Proposal.empty()
+            if k > 0:
+                proposal = await _with_restore(
+                    lambda: drafter.propose(rid, draft.commit(generated), k),
+                    lambda: _restore(drafter.prefill(request, keep), draft, stats),
+                )
+            verdict = await _with_restore(
+                lambda: verifier.verify(rid, target.commit(generated), proposal),
+                lambda: _restore(verifier.prefill(request), target, stats),
+            )
+            stats.record_round(len(proposal.tokens), verdict.num_accepted, verdict.loose, verdict.rescued)
+            pending = list(proposal.tokens[: verdict.num_accepted]) + [verdict.next_token]
+    finally:
+        await verifier.release(rid)
+        if use_draft:
+            await drafter.release(rid)
+
+
+def draft_keep(prefill: PrefillResult, config: DecodingConfig) -> Optional[VideoKeep]:
+    """The video tokens the draft keeps: all (None) unless the method prunes."""
+    if not config.prunes_video:
+        return None
+    if prefill.video_scores is None:
+        raise RuntimeError("the target returned no video scores for a pruning method")
+    indices = select_video_tokens(prefill.video_scores, config.drop_rate, config.attention_mass, config.pruning)
+    return VideoKeep(indices, of=prefill.video_tokens, positions=config.draft_positions)
+
+
+async def _restore(prefill_call, peer: _Peer, stats: SpecStats) -> None:
+    """Re-open a lost session; the next commit replays every committed token to it."""
+    await prefill_call
+    peer.known = 0
+    stats.sessions_restored += 1
+
+
+async def _with_restore(call, restore):
+    """Run a worker call; if the worker lost the session, restore it once and retry."""
+    try:
+        return await call()
+    except SessionLostError:
+        await restore()
+        return await call()
+
+
+def _truncate(tokens: list[int], stops: frozenset[int], budget: int) -> tuple[list[int], bool]:
+    """The part of `tokens` to emit, and whether generation ends here."""
+    for i, token in enumerate(tokens[:budget]):
+        if token in stops:
+            return tokens[:i], True
+    return tokens[:budget], len(tokens) >= budget

@@ -1,0 +1,48 @@
+"""Attention probabilities onto video keys, summed over a model's language layers as they run.
+
+SpecVLM's stage I scores video tokens by the attention the text after the video pays them;
+LVSpec's attention relevance asks how much each new token looks at the video. Both read the
+probabilities through forward hooks on the attention modules, one layer at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+class VideoAttention:
+    """A running sum over layers of attention probabilities onto the video keys.
+
+    `per_query=False` (SpecVLM stage I) keeps one figure per video key: the probability mean
+    over heads and queries. `per_query=True` (LVSpec's attention relevance) keeps one figure per
+    query: its total probability on the video keys, averaged over heads.
+    """
+
+    def __init__(self, video_keys: Optional[torch.Tensor], per_query: bool = False):
+        self.video_keys = video_keys  # [N] key positions
+        self.per_query = per_query
+        self.total: Optional[torch.Tensor] = None  # [N] or [queries], float64
+        self.layers = 0
+
+    def hook(self, module, args, output) -> None:
+        weights = output[1]  # [1, heads, queries, keys]
+        if weights is None:
+            raise RuntimeError(f"{type(module).__name__} returned no attention probabilities")
+        on_video = weights[0][..., self.video_keys.to(weights.device)].float()  # [heads, queries, N]
+        layer = on_video.sum(-1).mean(0) if self.per_query else on_video.mean(dim=(0, 1))
+        layer = layer.double().cpu()
+        self.total = layer if self.total is None else self.total + layer
+        self.layers += 1
+
+    def mean(self) -> torch.Tensor:
+        """Mean over layers and heads; over every tensor-parallel rank's heads too."""
+        total = self.total / self.layers
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Each rank of a tensor-parallel group holds an equal share of the heads.
+            on_gpu = torch.distributed.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+            reduced = total.cuda() if on_gpu else total
+            torch.distributed.all_reduce(reduced)
+            total = reduced.cpu() / torch.distributed.get_world_size()
+        return total.float()

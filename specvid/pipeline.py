@@ -1,0 +1,207 @@
+"""One request from admission to its last token, over any transport.
+
+    admit -> fetch + decode the video -> open the workers' sessions -> decode rounds -> chunks
+
+`LocalEngine` runs this pipeline with in-process workers, the Ray Serve router with remote
+replicas; a `Transport` is what differs between them (where frames come from, how a worker is
+reached). Admission is checked here and nowhere else, before any download or decode, and
+every refusal is a typed `SpecVidError` (a 4xx on REST).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Optional, Protocol
+
+import numpy as np
+
+from specvid.config import (
+    GenerationRequest,
+    Limits,
+    SourceConfig,
+    VideoLimits,
+    VideoSampling,
+)
+from specvid.decoding.loop import Drafter, Verifier, decode
+from specvid.decoding.session import PrefillRequest
+from specvid.decoding.stats import SpecStats
+from specvid.errors import InvalidRequestError
+from specvid.video import DecodedVideo, decode_video, fetch_video_bytes
+
+DEFAULT_FPS = 2.0
+
+
+@dataclass
+class StreamChunk:
+    """Tokens emitted by one round and the text they complete."""
+
+    token_ids: list[int]
+    text: str
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" (a stop token) or "length" (max_tokens)
+    stats: SpecStats = field(default_factory=SpecStats)
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "token_ids": self.token_ids,
+            "num_tokens": len(self.token_ids),
+            "finish_reason": self.finish_reason,
+            "stats": self.stats.to_dict(),
+        }
+
+
+class Transport(Protocol):
+    """What a pipeline needs from the place it runs in."""
+
+    limits: Limits
+    has_draft: bool
+
+    async def video_for(self, request: GenerationRequest) -> DecodedVideo:
+        """The request's video, fetched and decoded at the target's frame size."""
+
+    def workers(
+        self, request_id: str, video: DecodedVideo, uses_draft: bool
+    ) -> tuple[Optional[Drafter], Verifier]:
+        """The request's drafter (None without a draft) and verifier."""
+
+    async def decode_text(self) -> Callable[[list[int]], str]:
+        """Token ids -> text, as the target's tokenizer reads them."""
+
+
+def admit(request: GenerationRequest, limits: Limits, has_draft: bool) -> None:
+    """Refuse a request this deployment cannot serve, before any work is spent on it."""
+    if len(request.prompt) > limits.max_prompt_chars:
+        raise InvalidRequestError(
+            f"prompt has {len(request.prompt)} characters; the limit is {limits.max_prompt_chars}"
+        )
+    method = request.decoding.method
+    if request.decoding.uses_draft and not has_draft:
+        raise InvalidRequestError(f"method {method!r} needs a draft model; none is loaded")
+    if request.decoding.loose and not request.sampling.greedy:
+        raise InvalidRequestError(
+            f"method {method!r} verifies greedy decoding only; set temperature to 0 "
+            "(sampling is lossless with 'sd' and 'specvlm')"
+        )
+
+
+async def run_request(
+    transport: Transport,
+    request: GenerationRequest,
+    stats: SpecStats,
+    request_id: Optional[str] = None,
+    video: Optional[DecodedVideo] = None,
+) -> AsyncIterator[StreamChunk]:
+    """The whole pipeline for one admitted-or-refused request; `video` skips the fetch."""
+    admit(request, transport.limits, transport.has_draft)
+    request_id = request_id or uuid.uuid4().hex
+    started = time.perf_counter()
+    decode_text = await transport.decode_text()
+    if video is None:
+        video = await transport.video_for(request)
+    stats.video_s = time.perf_counter() - started
+    drafter, verifier = transport.workers(request_id, video, request.decoding.uses_draft)
+    chunks = stream_request(drafter, verifier, request, video, stats, decode_text, request_id)
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await chunks.aclose()  # frees both sessions, also on disconnect or timeout
+
+
+async def stream_request(
+    drafter: Optional[Drafter],
+    verifier: Verifier,
+    request: GenerationRequest,
+    video: DecodedVideo,
+    stats: SpecStats,
+    decode_text: Callable[[list[int]], str],
+    request_id: str,
+) -> AsyncIterator[StreamChunk]:
+    """The decode rounds of one request as text chunks."""
+    prefill = PrefillRequest(
+        request_id=request_id,
+        frames=video.frames,
+        fps=sampled_fps(video),
+        prompt=request.prompt,
+        sampling=request.sampling,
+    )
+    detok = IncrementalDetokenizer(decode_text)
+    steps = decode(drafter, verifier, prefill, request.decoding, stats)
+    try:
+        async for tokens in steps:
+            yield StreamChunk(tokens, detok.add(tokens))
+        if rest := detok.flush():
+            yield StreamChunk([], rest)
+    finally:
+        await steps.aclose()
+
+
+async def collect(
+    chunks: AsyncIterator[StreamChunk],
+    max_tokens: int,
+    stats: SpecStats,
+    decode_text: Callable[[list[int]], str],
+) -> GenerationResult:
+    """Drain a chunk stream into one result."""
+    token_ids: list[int] = []
+    async for chunk in chunks:
+        token_ids.extend(chunk.token_ids)
+    return GenerationResult(decode_text(token_ids), token_ids, finish_reason(len(token_ids), max_tokens), stats)
+
+
+def finish_reason(num_tokens: int, max_tokens: int) -> str:
+    """"length" when the token budget ended generation, else "stop" (a stop token did)."""
+    return "length" if num_tokens >= max_tokens else "stop"
+
+
+class IncrementalDetokenizer:
+    """Turns a growing token list into text deltas without splitting multi-byte characters."""
+
+    def __init__(self, decode_text: Callable[[list[int]], str]):
+        self.decode_text = decode_text
+        self.token_ids: list[int] = []
+        self.text = ""
+
+    def add(self, token_ids: list[int]) -> str:
+        self.token_ids.extend(token_ids)
+        text = self.decode_text(self.token_ids)
+        if text.endswith("\ufffd"):
+            return ""  # an incomplete UTF-8 sequence: wait for the next tokens
+        delta, self.text = text[len(self.text) :], text
+        return delta
+
+    def flush(self) -> str:
+        """Whatever text was held back, once no more tokens will come."""
+        text = self.decode_text(self.token_ids)
+        delta, self.text = text[len(self.text) :], text
+        return delta
+
+
+def load_video(
+    uri: str,
+    sampling: VideoSampling,
+    frame_size: Callable[[int, int], tuple[int, int]],
+    sources: SourceConfig,
+    limits: VideoLimits,
+) -> DecodedVideo:
+    """Fetch and decode a video at the frame size the target wants."""
+    width, height = frame_size(sampling.width, sampling.height)
+    sampling = sampling.model_copy(update={"width": width, "height": height})
+    data = fetch_video_bytes(uri, sources, limits)
+    return decode_video(data, sampling, limits)
+
+
+def sampled_fps(video: DecodedVideo) -> float:
+    """Frames per second of the sampled frames (Qwen2.5-VL spaces temporal positions by it)."""
+    ts = np.asarray(video.timestamps_s, dtype=float)
+    if ts.size < 2 or ts[-1] <= ts[0]:
+        return DEFAULT_FPS
+    return float((ts.size - 1) / (ts[-1] - ts[0]))
