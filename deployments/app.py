@@ -20,15 +20,23 @@ from specvid.config import parse
 
 def build_app(args: dict) -> Application:
     args = parse(AppArgs, args)
-    target = TargetServer.options(num_replicas=args.target_replicas, **_group_options(args)).bind(
-        args.target.model_dump(), args.tp_size, args.max_sessions, _rank_options(args)
-    )
+    logs = _logging(args)
+    target = TargetServer.options(
+        num_replicas=args.target_replicas, logging_config=logs, **_group_options(args)
+    ).bind(args.target.model_dump(), args.tp_size, args.max_sessions, _rank_options(args))
     draft = None
     if args.draft is not None:
         draft = DraftServer.options(
-            num_replicas=args.draft_replicas, ray_actor_options=args.draft_resources.model_dump()
+            num_replicas=args.draft_replicas,
+            ray_actor_options=args.draft_resources.model_dump(),
+            logging_config=logs,
         ).bind(args.draft.model_dump(), args.max_sessions)
-    return Router.bind(args.model_dump(), target, draft)
+    return Router.options(logging_config=logs).bind(args.model_dump(), target, draft)
+
+
+def _logging(args: AppArgs) -> dict:
+    """Serve's access log is a line per call (several per round): on only at DEBUG."""
+    return {"log_level": args.log_level, "enable_access_log": args.log_level == "DEBUG"}
 
 
 def _rank_options(args: AppArgs) -> dict:

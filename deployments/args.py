@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -31,8 +31,29 @@ class AppArgs(_Strict):
     target_replicas: int = Field(1, ge=1, description="Target replicas (each a TP group).")
     draft_replicas: int = Field(1, ge=1, description="Draft replicas.")
     max_sessions: int = Field(64, ge=1, description="Sessions each worker keeps (LRU) before evicting.")
+    draft_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="A draft proposal not answered within this counts as a lost draft: the target "
+        "decodes alone (same tokens) while the draft session is restored.",
+    )
     request_timeout_s: float = Field(
         300.0, gt=0, description="A request still running after this is stopped."
+    )
+    api_key_env: str = Field(
+        "SPECVID_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the REST API key. When it is set, every route but "
+        "/healthz needs 'Authorization: Bearer <key>'.",
+    )
+    require_api_key: bool = Field(
+        False, description="Refuse to start unless the API key variable is set (production configs)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(
+        "INFO",
+        description="INFO: one line per request (id, method, status, tokens, tau, ms); DEBUG adds a line "
+        "per draft / verify call of every replica.",
     )
     sources: SourceConfig = Field(default_factory=SourceConfig)
     video_limits: VideoLimits = Field(default_factory=VideoLimits)

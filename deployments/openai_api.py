@@ -27,7 +27,7 @@ from specvid.pipeline import GenerationResult
 
 class _Open(BaseModel):
     # OpenAI clients send fields SpecVid does not use (user, n=1, ...); ignore, do not fail.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class VideoURL(_Open):
@@ -90,12 +90,12 @@ def to_generation_request(chat: ChatCompletionRequest) -> dict:
     prompt = "\n".join(p.text for p in parts if p.type == "text" and p.text)
     if not prompt.strip():
         raise InvalidRequestError("the user message has no text part")
-    sampling = SamplingParams(
-        temperature=chat.temperature,
-        top_p=chat.top_p,
-        seed=chat.seed,
-        max_tokens=chat.max_completion_tokens or chat.max_tokens or SamplingParams().max_tokens,
-    )
+    sampling = {
+        "temperature": chat.temperature,
+        "top_p": chat.top_p,
+        "seed": chat.seed,
+        "max_tokens": chat.max_completion_tokens or chat.max_tokens or SamplingParams().max_tokens,
+    }  # validated with the rest of the request, so a bad value is a 400 like any other
     return {
         "video": videos[0],
         "prompt": prompt,

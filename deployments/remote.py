@@ -8,7 +8,9 @@ differ from in-process calls:
 - every call carries the request id as the multiplexed model id (session affinity);
 - a replica that died mid-request looks to the loop like a worker that lost the session:
   `SessionLostError`, after which the loop re-prefills (on a live replica) and replays the
-  committed tokens. Prefill itself is retried with back-off while Serve replaces the replica.
+  committed tokens. Prefill itself is retried with back-off while Serve replaces the replica;
+  a draft proposal that does not come back in time counts as lost too (the target goes on
+  alone meanwhile).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from specvid.decoding.session import (
 )
 from specvid.errors import SessionLostError, SpecVidError, UnavailableError
 
+# A release never holds up the end of a request: a replica being replaced answers nothing.
+RELEASE_TIMEOUT_S = 1.0
 # Failures that mean "that replica is gone", not "the request is bad".
 REPLICA_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
@@ -75,17 +79,28 @@ class RemoteWorker:
 
     async def release(self, request_id: str) -> None:
         try:
-            await self._call("release", request_id)
-        except SpecVidError:
-            pass  # the replica is gone, and its sessions with it
+            await asyncio.wait_for(self._call("release", request_id), RELEASE_TIMEOUT_S)
+        except (SpecVidError, TimeoutError):
+            pass  # the replica is gone, and its sessions with it; or its LRU evicts the session later
 
 
 class RemoteDrafter(RemoteWorker):
+    """The draft replica. A proposal not answered within `propose_timeout_s` counts as a lost
+    session: a replica that died is not always known dead at once, and the loop can go on with
+    the target alone (lossless) while the draft comes back, rather than wait."""
+
+    def __init__(self, *args: Any, propose_timeout_s: float = 1.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.propose_timeout_s = propose_timeout_s
+
     async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep]) -> int:
         return await self._prefill(_without_frames(request), self.frames, keep)
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
-        return await self._call("propose", request_id, commit, k)
+        try:
+            return await asyncio.wait_for(self._call("propose", request_id, commit, k), self.propose_timeout_s)
+        except TimeoutError:
+            raise SessionLostError(f"propose: no answer within {self.propose_timeout_s} s") from None
 
 
 class RemoteVerifier(RemoteWorker):

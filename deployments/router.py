@@ -11,16 +11,16 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator, Optional
+from typing import AsyncIterator, Optional
 
 import ray
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Request
+from fastapi.responses import StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.args import AppArgs
+from deployments.http import api, api_key_from_env, configure, error_response, json_body
 from deployments.metrics import RouterMetrics
 from deployments.openai_api import (
     ChatCompletionRequest,
@@ -30,12 +30,18 @@ from deployments.openai_api import (
     to_generation_request,
     usage,
 )
-from deployments.remote import RemoteDrafter, RemoteVerifier, unwrap
+from deployments.remote import RemoteDrafter, RemoteVerifier
 from specvid.config import GenerationRequest, parse
 from specvid.decoding.stats import SpecStats
-from specvid.errors import InvalidRequestError, RequestTimeoutError, SpecVidError
+from specvid.errors import (
+    ModelLoadError,
+    ModelNotFoundError,
+    RequestTimeoutError,
+    SpecVidError,
+)
 from specvid.pipeline import (
     GenerationResult,
+    RequestShape,
     StreamChunk,
     collect,
     finish_reason,
@@ -44,38 +50,12 @@ from specvid.pipeline import (
 )
 
 logger = logging.getLogger("ray.serve")
-api = FastAPI(title="SpecVid", description="Speculative decoding for Video-LLMs")
 
 
 class GenerateBody(GenerationRequest):
     """The native REST body: a generation request, optionally streamed as server-sent events."""
 
     stream: bool = False
-
-
-def _error_response(error: BaseException) -> JSONResponse:
-    error = unwrap(error)
-    if not isinstance(error, SpecVidError):
-        logger.error("unexpected error", exc_info=error)
-        error = SpecVidError(f"internal error: {type(error).__name__}")
-    return JSONResponse(error.to_dict(), status_code=error.status_code)
-
-
-@api.exception_handler(SpecVidError)
-async def _specvid_error(_: Request, error: SpecVidError) -> JSONResponse:
-    return _error_response(error)
-
-
-@api.exception_handler(RequestValidationError)
-async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
-    return _error_response(InvalidRequestError(str(error)))
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidRequestError("the request body is not valid JSON") from None
 
 
 def _sse(payload: dict | str) -> str:
@@ -93,6 +73,12 @@ async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
 class Router:
     def __init__(self, args: dict, target: DeploymentHandle, draft: Optional[DeploymentHandle] = None):
         self.args = parse(AppArgs, args)
+        api_key = api_key_from_env(self.args.api_key_env)
+        if api_key is None and self.args.require_api_key:
+            raise ModelLoadError(
+                f"require_api_key is set but {self.args.api_key_env} is empty: refusing to serve without a key"
+            )
+        configure(api_key, self.args.limits)
         self.target, self.draft = target, draft
         self.metrics = RouterMetrics()
         self._tokenizer = None
@@ -105,6 +91,10 @@ class Router:
         return self.args.limits
 
     @property
+    def video_limits(self):
+        return self.args.video_limits
+
+    @property
     def has_draft(self) -> bool:
         return self.draft is not None
 
@@ -114,11 +104,18 @@ class Router:
         tokenizer = self._tokenizer
         return lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    async def _frame_size(self, width: int, height: int) -> tuple[int, int]:
+        if (width, height) not in self._frame_sizes:
+            self._frame_sizes[width, height] = tuple(await self.target.frame_size.remote(width, height))
+        return self._frame_sizes[width, height]
+
+    async def shape(self, request: GenerationRequest, frames: int) -> RequestShape:
+        width, height = await self._frame_size(request.video_sampling.width, request.video_sampling.height)
+        context, window = await self.target.context.remote(request.prompt, frames, width, height)
+        return RequestShape(width, height, context, window)
+
     async def video_for(self, request: GenerationRequest):
-        key = (request.video_sampling.width, request.video_sampling.height)
-        if key not in self._frame_sizes:
-            self._frame_sizes[key] = tuple(await self.target.frame_size.remote(*key))
-        size = self._frame_sizes[key]
+        size = await self._frame_size(request.video_sampling.width, request.video_sampling.height)
         return await asyncio.to_thread(
             load_video,
             request.video,
@@ -130,7 +127,11 @@ class Router:
 
     def workers(self, request_id: str, video, uses_draft: bool):
         frames = ray.put(video.frames)  # once per request, shared by both sides
-        drafter = RemoteDrafter(self.draft, request_id, frames) if uses_draft else None
+        drafter = (
+            RemoteDrafter(self.draft, request_id, frames, propose_timeout_s=self.args.draft_timeout_s)
+            if uses_draft
+            else None
+        )
         return drafter, RemoteVerifier(self.target, request_id, frames)
 
     # ---- the one path every entry point takes ------------------------------------------------
@@ -140,7 +141,7 @@ class Router:
     ) -> AsyncIterator[StreamChunk]:
         started = time.perf_counter()
         first_token_s: Optional[float] = None
-        outcome = "error"
+        outcome, status = "error", 500
         try:
             async with asyncio.timeout(self.args.request_timeout_s):
                 chunks = run_request(self, request, stats, request_id)
@@ -151,16 +152,24 @@ class Router:
                         yield item
                 finally:
                     await chunks.aclose()  # frees both sessions, also on disconnect or timeout
-            outcome = "ok"
+            outcome, status = "ok", 200
         except TimeoutError:
-            outcome = "timeout"
+            outcome, status = "timeout", RequestTimeoutError.status_code
             raise RequestTimeoutError(
                 f"the request did not finish within {self.args.request_timeout_s} s"
             ) from None
         except asyncio.CancelledError:
-            outcome = "cancelled"
+            outcome, status = "cancelled", 499  # the client went away
+            raise
+        except SpecVidError as error:
+            status = error.status_code
             raise
         finally:
+            elapsed_ms = 1e3 * (time.perf_counter() - started)
+            logger.info(
+                "request %s %s %d: %d tokens, tau %.2f, %.0f ms",
+                request_id, request.decoding.method, status, stats.emitted, stats.tau, elapsed_ms,
+            )
             self.metrics.record(
                 self.args.served_model_name,
                 request.decoding.method,
@@ -201,7 +210,7 @@ class Router:
 
     # ---- REST ----------------------------------------------------------------------------------
 
-    @api.get("/healthz")
+    @api.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz(self) -> dict:
         await self.target.describe.remote()
         if self.draft is not None:
@@ -214,7 +223,7 @@ class Router:
 
     @api.post("/v1/generate")
     async def generate_rest(self, http: Request):
-        body = parse(GenerateBody, await _json_body(http))
+        body = parse(GenerateBody, await json_body(http))
         request = parse(GenerationRequest, body.model_dump(exclude={"stream"}))
         request_id = uuid.uuid4().hex
         if not body.stream:
@@ -224,7 +233,11 @@ class Router:
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, http: Request):
-        chat = parse(ChatCompletionRequest, await _json_body(http))
+        chat = parse(ChatCompletionRequest, await json_body(http))
+        if chat.model is not None and chat.model != self.args.served_model_name:
+            raise ModelNotFoundError(
+                f"the model {chat.model!r} does not exist; this deployment serves {self.args.served_model_name!r}"
+            )
         request = parse(GenerationRequest, to_generation_request(chat))
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         model = self.args.served_model_name
@@ -246,7 +259,7 @@ class Router:
                 async for event in events:
                     yield event
             except Exception as e:  # mid-stream: the status is sent, so report in-band
-                yield _sse(_error_response(e).body.decode())
+                yield _sse(error_response(e).body.decode())
                 yield _sse("[DONE]")
 
         return StreamingResponse(body(), media_type="text/event-stream")

@@ -92,7 +92,7 @@ class _TargetCalls:
     def call(self, method: str, *args: Any) -> Any:
         return (
             getattr(self, method)(*args)
-            if method in ("describe", "frame_size")
+            if method in ("describe", "frame_size", "context")
             else getattr(self.worker, method)(*args)
         )
 
@@ -101,6 +101,11 @@ class _TargetCalls:
 
     def frame_size(self, width: int, height: int) -> tuple[int, int]:
         return self.worker.model.frame_size(width, height)
+
+    def context(self, prompt: str, frames: int, width: int, height: int) -> tuple[int, int]:
+        """(context tokens of such a request before generation, the model's context window)."""
+        model = self.worker.model
+        return model.context_length(prompt, frames, width, height), model.max_positions
 
 
 class _LocalTarget(_TargetCalls):
@@ -162,6 +167,9 @@ class TargetServer(_Affinity):
 
     async def frame_size(self, width: int, height: int) -> tuple[int, int]:
         return await self._run("frame_size", width, height)
+
+    async def context(self, prompt: str, frames: int, width: int, height: int) -> tuple[int, int]:
+        return await self._run("context", prompt, frames, width, height)
 
     async def describe(self) -> dict:
         return await self._run("describe")

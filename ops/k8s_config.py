@@ -59,7 +59,7 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("cpu-demo", "the embedded default (seeded random pair, tp_size 1, CPU only)"),
+    Variant("cpu-demo", "the embedded default (the qwen-tiny pair, tp_size 1, CPU only)"),
     Variant("gpu-qwen", "Qwen2.5-VL-32B target, tensor parallel over 4 GPUs, 7B draft", "Qwen2.5-VL-32B"),
     Variant(
         "gpu-llava",

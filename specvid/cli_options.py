@@ -19,9 +19,9 @@ from specvid.config import (
     SamplingParams,
     VideoSampling,
 )
-from specvid.models.registry import PAIRS, pair_names
+from specvid.models.registry import DEFAULT_PAIR, PAIRS, pair_names
 
-DEFAULT_TARGET, DEFAULT_DRAFT = PAIRS["random-qwen"]
+DEFAULT_TARGET, DEFAULT_DRAFT = PAIRS[DEFAULT_PAIR]
 LOOSE_FIELDS = ("lam", "top_n", "shift_window", "shift_top_k", "filler_ratio", "relevance")
 
 

@@ -22,7 +22,8 @@ from specvid.errors import InvalidRequestError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused as "not a finite number" rather than slipping past bounds.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -68,6 +69,12 @@ class VideoLimits(_Strict):
     max_frames: int = Field(256, ge=1, description="Most frames sampled from one video.")
     max_pixels: int = Field(
         4096 * 4096, ge=1, description="Largest accepted source frame (width x height)."
+    )
+    max_sampled_pixels: int = Field(
+        256 * 448 * 448,
+        ge=1,
+        description="Most pixels of the sampled frames together (frames x width x height), checked "
+        "before any download: it bounds decode time and memory.",
     )
 
 
@@ -207,8 +214,13 @@ class Limits(_Strict):
 
     max_prompt_chars: int = Field(8192, ge=1, description="Longest accepted prompt (characters).")
     max_context_tokens: int = Field(
-        32768, ge=16, description="Most tokens (video + prompt + generated) in one context."
+        32768,
+        ge=16,
+        description="Most tokens (video + prompt + max_tokens) in one context; the model's own "
+        "context window applies too. Checked before any download.",
     )
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted HTTP request body (bytes).")
+    max_json_depth: int = Field(32, ge=4, le=256, description="Deepest accepted nesting of a JSON body.")
 
 
 class GenerationRequest(_Strict):

@@ -29,6 +29,7 @@ from specvid.models.adapter import VideoLLM
 from specvid.models.loader import load_model
 from specvid.pipeline import (
     GenerationResult,
+    RequestShape,
     StreamChunk,
     collect,
     load_video,
@@ -86,6 +87,12 @@ class LocalEngine:
     @property
     def has_draft(self) -> bool:
         return self.draft_worker is not None
+
+    async def shape(self, request: GenerationRequest, frames: int) -> RequestShape:
+        sampling = request.video_sampling
+        width, height = self.target.frame_size(sampling.width, sampling.height)
+        context = self.target.context_length(request.prompt, frames, width, height)
+        return RequestShape(width, height, context, self.target.max_positions)
 
     async def video_for(self, request: GenerationRequest) -> DecodedVideo:
         return await asyncio.to_thread(self.load_video, request.video, request.video_sampling)

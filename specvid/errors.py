@@ -38,6 +38,33 @@ class InvalidVideoError(InvalidRequestError):
     code = "invalid_video"
 
 
+class UnauthorizedError(SpecVidError):
+    """The request carries no API key, or a wrong one."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFoundError(SpecVidError):
+    """No such route."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    """The request names a model this deployment does not serve."""
+
+    code = "model_not_found"
+
+
+class MethodNotAllowedError(SpecVidError):
+    """The route exists, but not for this HTTP method."""
+
+    status_code = 405
+    code = "method_not_allowed"
+
+
 class ForbiddenSourceError(SpecVidError):
     """The video source is outside what this deployment may read."""
 

@@ -10,6 +10,7 @@ every refusal is a typed `SpecVidError` (a 4xx on REST).
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from specvid.config import (
 from specvid.decoding.loop import Drafter, Verifier, decode
 from specvid.decoding.session import PrefillRequest
 from specvid.decoding.stats import SpecStats
-from specvid.errors import InvalidRequestError
+from specvid.errors import InvalidRequestError, TooLargeError
 from specvid.video import DecodedVideo, decode_video, fetch_video_bytes
 
 DEFAULT_FPS = 2.0
@@ -58,11 +59,25 @@ class GenerationResult:
         }
 
 
+@dataclass(frozen=True)
+class RequestShape:
+    """What a request will cost, known before its video is fetched."""
+
+    width: int  # of a decoded frame, as the target wants it
+    height: int
+    context_tokens: int  # video placeholders + prompt, before generation
+    context_window: int  # positions the target model has
+
+
 class Transport(Protocol):
     """What a pipeline needs from the place it runs in."""
 
     limits: Limits
+    video_limits: VideoLimits
     has_draft: bool
+
+    async def shape(self, request: GenerationRequest, frames: int) -> RequestShape:
+        """The request's frame size and context length at `frames` frames (no video needed)."""
 
     async def video_for(self, request: GenerationRequest) -> DecodedVideo:
         """The request's video, fetched and decoded at the target's frame size."""
@@ -76,20 +91,52 @@ class Transport(Protocol):
         """Token ids -> text, as the target's tokenizer reads them."""
 
 
-def admit(request: GenerationRequest, limits: Limits, has_draft: bool) -> None:
-    """Refuse a request this deployment cannot serve, before any work is spent on it."""
+async def admit(request: GenerationRequest, transport: Transport) -> None:
+    """Refuse a request this deployment cannot serve, before any download or decode."""
+    limits, video_limits = transport.limits, transport.video_limits
     if len(request.prompt) > limits.max_prompt_chars:
         raise InvalidRequestError(
-            f"prompt has {len(request.prompt)} characters; the limit is {limits.max_prompt_chars}"
+            f"prompt has {len(request.prompt)} characters; the limit is {limits.max_prompt_chars} "
+            "(limits.max_prompt_chars)"
         )
     method = request.decoding.method
-    if request.decoding.uses_draft and not has_draft:
+    if request.decoding.uses_draft and not transport.has_draft:
         raise InvalidRequestError(f"method {method!r} needs a draft model; none is loaded")
     if request.decoding.loose and not request.sampling.greedy:
         raise InvalidRequestError(
             f"method {method!r} verifies greedy decoding only; set temperature to 0 "
             "(sampling is lossless with 'sd' and 'specvlm')"
         )
+    frames = planned_frames(request.video_sampling, video_limits)
+    shape = await transport.shape(request, frames)
+    pixels = frames * shape.width * shape.height
+    if pixels > video_limits.max_sampled_pixels:
+        raise TooLargeError(
+            f"{frames} frames of {shape.width}x{shape.height} are {pixels} pixels; the limit is "
+            f"{video_limits.max_sampled_pixels} (video_limits.max_sampled_pixels)"
+        )
+    needed = shape.context_tokens + request.sampling.max_tokens
+    if needed > min(limits.max_context_tokens, shape.context_window):
+        limit, name = min(
+            (limits.max_context_tokens, "limits.max_context_tokens"),
+            (shape.context_window, "the model's context window"),
+        )
+        raise TooLargeError(
+            f"the request needs {needed} context tokens ({shape.context_tokens} for the video and "
+            f"prompt, max_tokens {request.sampling.max_tokens}); the limit is {limit} ({name})"
+        )
+
+
+def planned_frames(sampling: VideoSampling, limits: VideoLimits) -> int:
+    """The most frames sampling can yield: `num_frames`, or `fps` over the longest video allowed."""
+    if sampling.num_frames is not None:
+        if sampling.num_frames > limits.max_frames:
+            raise TooLargeError(
+                f"num_frames {sampling.num_frames} exceeds the limit of {limits.max_frames} "
+                "(video_limits.max_frames)"
+            )
+        return sampling.num_frames
+    return min(limits.max_frames, max(1, math.ceil(sampling.fps * limits.max_duration_s)))
 
 
 async def run_request(
@@ -100,7 +147,7 @@ async def run_request(
     video: Optional[DecodedVideo] = None,
 ) -> AsyncIterator[StreamChunk]:
     """The whole pipeline for one admitted-or-refused request; `video` skips the fetch."""
-    admit(request, transport.limits, transport.has_draft)
+    await admit(request, transport)
     request_id = request_id or uuid.uuid4().hex
     started = time.perf_counter()
     decode_text = await transport.decode_text()

@@ -78,6 +78,13 @@ resource "random_password" "ray_token" {
   special = false
 }
 
+# The key REST clients send (`Authorization: Bearer ...`); a different value from Ray's token, so
+# an API user holds no cluster credential.
+resource "random_password" "http_api_key" {
+  length  = 48
+  special = false
+}
+
 resource "kubernetes_secret_v1" "api_key" {
   metadata {
     name      = var.api_key_secret_name
@@ -85,6 +92,7 @@ resource "kubernetes_secret_v1" "api_key" {
   }
 
   data = {
-    auth_token = random_password.ray_token.result
+    auth_token   = random_password.ray_token.result
+    http_api_key = random_password.http_api_key.result
   }
 }

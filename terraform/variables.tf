@@ -175,7 +175,7 @@ variable "k8s_service_account" {
 }
 
 variable "api_key_secret_name" {
-  description = "Secret holding Ray's cluster token (data key auth_token); the RayService names it in authOptions.secretName."
+  description = "Secret holding Ray's cluster token (data key auth_token; the RayService names it in authOptions.secretName) and the REST API key (data key http_api_key, the pods' SPECVID_API_KEY)."
   type        = string
   default     = "specvid-api-key"
 

@@ -12,10 +12,17 @@ One round:
     propose  draft continues the committed tokens with k guesses
     verify   target scores pending token + k guesses in one forward, keeps n, adds 1
     commit   the n + 1 tokens reach each worker on its next call
+
+A worker that lost a request's session (a replica died, an LRU evicted it) is re-prefilled and
+the committed tokens replayed. The target is restored before the round goes on; the draft is
+restored in the background while the target decodes alone (k = 0 rounds), so losing the draft
+costs speed for a moment, never a stall, and never changes a token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import time
 from typing import AsyncIterator, Optional, Protocol
@@ -96,6 +103,7 @@ async def decode(
 
         generated: list[int] = []
         pending = [prefill.first_token]
+        draft_restore: Optional[asyncio.Task] = None  # re-prefilling a lost draft session
         while True:
             # Emit this round's tokens, cut at the first stop token or the token budget.
             emit, done = _truncate(pending, stops, max_tokens - len(generated))
@@ -106,14 +114,19 @@ async def decode(
                 yield emit
             if done:
                 return
+            if draft_restore is not None and draft_restore.done():
+                draft_restore = _after_restore(draft_restore, draft, stats, lambda: drafter.prefill(request, keep))
             # Draft k tokens (k = 0: plain autoregressive step); a round emits at most k + 1.
-            k = min(config.num_draft_tokens, max_tokens - len(generated) - 1) if use_draft else 0
+            drafting = use_draft and draft_restore is None
+            k = min(config.num_draft_tokens, max_tokens - len(generated) - 1) if drafting else 0
             proposal = Proposal.empty()
             if k > 0:
-                proposal = await _with_restore(
-                    lambda: drafter.propose(rid, draft.commit(generated), k),
-                    lambda: _restore(drafter.prefill(request, keep), draft, stats),
-                )
+                try:
+                    proposal = await drafter.propose(rid, draft.commit(generated), k)
+                except SessionLostError:
+                    draft_restore = asyncio.ensure_future(drafter.prefill(request, keep))
+            if use_draft and draft_restore is not None:
+                stats.draftless_rounds += 1
             verdict = await _with_restore(
                 lambda: verifier.verify(rid, target.commit(generated), proposal),
                 lambda: _restore(verifier.prefill(request), target, stats),
@@ -121,6 +134,10 @@ async def decode(
             stats.record_round(len(proposal.tokens), verdict.num_accepted, verdict.loose, verdict.rescued)
             pending = list(proposal.tokens[: verdict.num_accepted]) + [verdict.next_token]
     finally:
+        if draft_restore is not None:
+            draft_restore.cancel()
+            with contextlib.suppress(BaseException):
+                await draft_restore
         await verifier.release(rid)
         if use_draft:
             await drafter.release(rid)
@@ -134,6 +151,15 @@ def draft_keep(prefill: PrefillResult, config: DecodingConfig) -> Optional[Video
         raise RuntimeError("the target returned no video scores for a pruning method")
     indices = select_video_tokens(prefill.video_scores, config.drop_rate, config.attention_mass, config.pruning)
     return VideoKeep(indices, of=prefill.video_tokens, positions=config.draft_positions)
+
+
+def _after_restore(task: asyncio.Task, peer: _Peer, stats: SpecStats, retry) -> Optional[asyncio.Task]:
+    """A finished background restore: drafting resumes (None), or a failed one is tried again."""
+    if task.exception() is not None:
+        return asyncio.ensure_future(retry())  # still no draft: keep decoding without it
+    peer.known = 0  # the next commit replays every committed token
+    stats.sessions_restored += 1
+    return None
 
 
 async def _restore(prefill_call, peer: _Peer, stats: SpecStats) -> None:

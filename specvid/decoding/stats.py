@@ -22,6 +22,7 @@ class SpecStats:
     loose_accepts: int = 0  # LVSpec: accepted mismatches at non-strict positions
     shift_rescues: int = 0  # LVSpec: accepted mismatches at strict positions, by the shift rule
     sessions_restored: int = 0
+    draftless_rounds: int = 0  # rounds verified without proposals while a lost draft session came back
     prompt_tokens: int = 0
     video_tokens: int = 0  # in the target's context
     draft_video_tokens: int = 0  # in the draft's context (fewer when pruned)

@@ -98,6 +98,10 @@ class VideoLLM(ABC):
         """Pixel tensors -> projected video embeddings [num placeholders, hidden]."""
 
     @abstractmethod
+    def video_placeholders(self, num_frames: int, width: int, height: int) -> int:
+        """Video placeholders `num_frames` frames of a decoded (width, height) become."""
+
+    @abstractmethod
     def _prompt_text(self, prompt: str, num_placeholders: int) -> str:
         """The family's chat format with the video placeholders expanded."""
 
@@ -124,6 +128,13 @@ class VideoLLM(ABC):
             raise InvalidRequestError("the prompt must not contain video placeholder tokens itself")
         grid_size = grid[0] * grid[1] * grid[2]
         return VideoPrompt(input_ids, placeholders[:grid_size], grid, vision_inputs)
+
+    def context_length(self, prompt: str, num_frames: int, width: int, height: int) -> int:
+        """Tokens the prefill of `prompt` over such a video puts in the context, computed without
+        the video: what admission checks before any download."""
+        width, height = self.frame_size(width, height)
+        text_tokens = len(self.tokenizer(self._prompt_text(prompt, 1))["input_ids"]) - 1
+        return text_tokens + self.video_placeholders(num_frames, width, height)
 
     def text_after_video(self, prompt: str) -> list[int]:
         """Token ids a single-question prompt holds after its last video placeholder.

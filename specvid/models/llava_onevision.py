@@ -30,11 +30,17 @@ class LlavaOnevisionAdapter(VideoLLM):
         # The vision tower takes one fixed square size, whatever was asked for.
         return self._vision.image_size, self._vision.image_size
 
+    @property
+    def _grid_side(self) -> int:
+        return math.ceil(self._vision.image_size // self._vision.patch_size / 2)
+
+    def video_placeholders(self, num_frames: int, width: int, height: int) -> int:
+        return num_frames * self._grid_side**2 + 1  # the grid, then the newline
+
     def _vision_inputs(self, frames: np.ndarray, fps: float):
         size = self._vision.image_size
         video = normalised_frames(frames, size, size)[None]  # [1, T, 3, S, S]
-        side = math.ceil(size // self._vision.patch_size / 2)
-        grid = (int(frames.shape[0]), side, side)
+        grid = (int(frames.shape[0]), self._grid_side, self._grid_side)
         return {"pixel_values_videos": video.to(self.dtype)}, grid, math.prod(grid) + 1
 
     def _video_embeddings(self, vision_inputs: dict) -> torch.Tensor:

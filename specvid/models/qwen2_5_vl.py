@@ -39,6 +39,10 @@ class Qwen2_5_VLAdapter(VideoLLM):
         f = self._factor
         return max(f, round(width / f) * f), max(f, round(height / f) * f)
 
+    def video_placeholders(self, num_frames: int, width: int, height: int) -> int:
+        temporal = math.ceil(num_frames / self._vision.temporal_patch_size)
+        return temporal * (height // self._factor) * (width // self._factor)
+
     def _vision_inputs(self, frames: np.ndarray, fps: float):
         v = self._vision
         width, height = self.frame_size(frames.shape[2], frames.shape[1])

@@ -24,6 +24,8 @@ AWS_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
 }
 PAIR = {"target": {"name": "random-qwen"}, "draft": {"name": "random-qwen-draft"}}
+# An API key in the cluster's environment, under a name only the keyed test application reads.
+TEST_API_KEY_ENV, TEST_API_KEY = "SPECVID_TEST_API_KEY", "specvid-test-key-0123456789"
 
 
 def clip_bytes(seed: int, num_frames: int = 16, size: int = 112) -> bytes:
@@ -50,7 +52,14 @@ def ray_cluster(videos):
     ray.init(
         num_cpus=2,
         include_dashboard=False,
-        runtime_env={"env_vars": {**AWS_ENV, "DS_ACCELERATOR": "cpu", "GLOO_SOCKET_IFNAME": "lo"}},
+        runtime_env={
+            "env_vars": {
+                **AWS_ENV,
+                "DS_ACCELERATOR": "cpu",
+                "GLOO_SOCKET_IFNAME": "lo",
+                TEST_API_KEY_ENV: TEST_API_KEY,
+            }
+        },
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
