@@ -36,6 +36,12 @@ FAKE_AWS = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 READY_TIMEOUT_S = 240
+STOP_GRACE_S = 5  # then whatever is left of the cluster is killed: everything is gone within 10 s
+HANDLE_EXAMPLE = (
+    "RAY_AUTH_MODE=token RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 .venv/bin/python -c 'import ray; from ray import serve; ray.init(address=\"{address}\", "
+    "logging_level=\"ERROR\"); h = serve.get_app_handle(\"specvid\"); "
+    "print(h.generate.remote({{\"video\": \"{uri}\", \"prompt\": \"Describe the video.\"}}).result()[\"text\"])'"
+)
 SAMPLE_CLIPS = 4
 
 
@@ -105,7 +111,7 @@ def first_request(http: str, uri: str, question: str) -> dict:
         ) from None
 
 
-def usage_text(settings: dict, uri: str) -> str:
+def usage_text(settings: dict, uri: str, address: str) -> str:
     http, model = settings["http"], settings["model"]
     return f"""
 SpecVid is up at {http}
@@ -120,10 +126,8 @@ SpecVid is up at {http}
         {{"type": "video_url", "video_url": {{"url": "{uri}"}}}},
         {{"type": "text", "text": "Describe the video."}}]}}])
 
-  Python handle (in a process connected to this Ray cluster):
-    from ray import serve
-    handle = serve.get_app_handle("specvid")
-    handle.generate.remote({{"video": "{uri}", "prompt": "Describe the video."}}).result()
+  Python handle, from another terminal in this directory (Ray's token is in ~/.ray/auth_token):
+    {HANDLE_EXAMPLE.format(uri=uri, address=address)}
 
 Ctrl-C stops the service and the local S3 endpoint.
 """
@@ -137,7 +141,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     settings = app_settings(args.config)
     os.environ.update(FAKE_AWS)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray's token authentication stays on (its default for a new local cluster): the token lives
+    # in ~/.ray/auth_token, so only this user's processes can reach the cluster's open ports.
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        raise SystemExit("make run keeps Ray's token authentication on; unset RAY_AUTH_MODE")
     children: list[subprocess.Popen] = []
     stop = {"requested": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
@@ -157,7 +164,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(
             f"\nQ: {question}\nA: {answer['text']!r}  (tau {answer['stats']['tau']:.2f}, {answer['num_tokens']} tokens)"
         )
-        print(usage_text(settings, sample["uri"]))
+        print(usage_text(settings, sample["uri"], gcs_address(serve_run.pid) or "auto"))
         while not args.once and not stop["requested"] and serve_run.poll() is None:
             time.sleep(0.5)
         return 0 if serve_run.poll() in (None, 0) else 1
@@ -197,18 +204,52 @@ def _wait_for(ready, timeout_s: float, what: str, process: subprocess.Popen) -> 
     raise SystemExit(f"{what} was not ready within {timeout_s} s")
 
 
-def _stop(process: subprocess.Popen, grace_s: float = 30) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGINT)  # serve run shuts its applications down on SIGINT
-    except (ProcessLookupError, PermissionError):
-        process.terminate()
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def _stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop a child and every process of its session: Ray's daemons and workers included, which
+    put themselves in process groups of their own but stay in the session `serve run` leads."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGINT)  # serve run shuts its applications down on SIGINT
+        except (ProcessLookupError, PermissionError):
+            process.terminate()
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    for pid in [process.pid, *session_processes(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    process.wait()
+
+
+def session_processes(session_id: int) -> list[int]:
+    """Pids of the processes in a session (Linux /proc), the leader excluded."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        pid = int(stat.parent.name)
+        if int(fields[3]) == session_id and pid != session_id:  # field 6 of stat: the session id
+            pids.append(pid)
+    return pids
+
+
+def gcs_address(session_id: int) -> Optional[str]:
+    """host:port of the GCS that `serve run` started in its session, as its raylet names it."""
+    for pid in session_processes(session_id):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"raylet"):
+            for arg in args[1:]:
+                if arg.startswith(b"--gcs-address="):
+                    return arg.split(b"=", 1)[1].decode()
+    return None
 
 
 if __name__ == "__main__":
