@@ -33,8 +33,12 @@ DEMO_MAX_TOKENS = 48  # a caption's length: the demo shows both methods quickly
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command(build_parser(), argv)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> int:
+    """Parse, run the chosen command, and turn a SpecVidError into a message and exit code 2."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    parser = build_parser()
     args = parser.parse_args(argv)
     from specvid.errors import SpecVidError
 
@@ -50,17 +54,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specvid", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    _add(commands, "generate", "answer one prompt about one video", _add_generate_args, run_generate)
-    _add(commands, "demo", "run a sample clip through ar and sd", _add_demo_args, run_demo)
-    bench_commands.register(commands, _add)
+    add_command(commands, "generate", "answer one prompt about one video", _add_generate_args, run_generate)
+    add_command(commands, "demo", "run a sample clip through ar and sd", _add_demo_args, run_demo)
+    bench_commands.register(commands, add_command)
     zoo = commands.add_parser("zoo", help="ShapesWorld clips and the shipped model pairs")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
-    _add(zoo_commands, "eval", "model-card figures of a pair on held-out clips", _add_eval_args, run_zoo_eval)
-    _add(zoo_commands, "sample", "write sample clips (mp4) with their questions", _add_sample_args, run_zoo_sample)
+    add_command(zoo_commands, "eval", "model-card figures of a pair on held-out clips", _add_eval_args, run_zoo_eval)
+    add_command(zoo_commands, "sample", "write sample clips (mp4) with their questions", _add_sample_args, run_zoo_sample)
     return parser
 
 
-def _add(commands, name: str, help_text: str, add_args: Callable, run: Callable) -> None:
+def add_command(commands, name: str, help_text: str, add_args: Callable, run: Callable) -> None:
     sub = commands.add_parser(name, help=help_text, description=help_text)
     add_args(sub)
     sub.set_defaults(run=run)

@@ -14,44 +14,30 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-from specvid.errors import SpecVidError
+from specvid.cli import add_command, run_command
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = argparse.ArgumentParser(prog="python -m lab.zoo", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    _add(commands, "train", "train the zoo's model pairs on this CPU (resumable)", _add_train_args, run_train)
-    _add(
+    add_command(commands, "train", "train the zoo's model pairs on this CPU (resumable)", _add_train_args, run_train)
+    add_command(
         commands,
         "diagnose",
         "where a target's lookups fail: its video features, colour by kind, option letters",
         _add_diagnose_args,
         run_diagnose,
     )
-    _add(
+    add_command(
         commands,
         "letter-drill",
         "train a fresh model of a zoo architecture on naming multiple-choice letters alone (text only)",
         _add_letter_drill_args,
         run_letter_drill,
     )
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except SpecVidError as e:
-        print(f"error ({e.status_code} {e.code}): {e.message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-def _add(commands, name: str, help_text: str, add_args: Callable, run: Callable) -> None:
-    sub = commands.add_parser(name, help=help_text, description=help_text)
-    add_args(sub)
-    sub.set_defaults(run=run)
+    return run_command(parser, argv)
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """Why a zoo target answers wrong: in its vision tower, or in its language model.
 
-The model card's per-kind accuracies say *which* questions fail; these measurements say where:
+The model card's per-kind accuracies (docs/zoo.md) say *which* questions fail; these measurements say where:
 
 - `feature_probe`: a linear read-out fitted on the target's frozen video features. If it
   recovers each token's colour and kind, the facts are in the tokens the language model reads,

@@ -33,12 +33,12 @@ class ZooPair:
 
 
 # Sizes chosen so a target decode step costs >= 5x a draft step on a 2-core CPU (c <= 0.2),
-# see the model card for the measured figures.
-_TRAIN = TinySize(init_std=0.02, rope_theta=100.0)  # see the model card for both choices
+# see docs/zoo.md for the measured figures.
+_TRAIN = TinySize(init_std=0.02, rope_theta=100.0)  # see lab/zoo/HISTORY.md for both choices
 _TARGET = replace(_TRAIN, text_hidden=384, text_layers=4, text_kv_heads=2, vision_hidden=128, vision_layers=2)
 _DRAFT = replace(_TRAIN, text_hidden=64, text_layers=1, text_kv_heads=1, vision_hidden=64, vision_layers=1)
 
-# Both targets are trained with sibling turns and the word-aligned probe (model card: QA 0.71 ->
+# Both targets are trained with sibling turns and the word-aligned probe (lab/zoo/HISTORY.md: QA 0.71 ->
 # 0.79 for qwen-tiny); qwen-tiny's adds reasoned answers and contrast turns (fact F1 0.87 ->
 # 0.91, yes/no 0.54 -> 0.70, language stage ~45% longer), llava-tiny's a third of its steps
 # on 16-frame clips (its 1-D positions put answers further out there; 16-frame F1 0.52 ->

@@ -15,7 +15,7 @@ silhouettes apart is what a tower learns slowest, and it needs optimiser steps m
 clips: a slab is the two consecutive frames one temporal row of tokens covers, drawn straight
 from the renderer (no mp4 round trip), asked for colour, kind and background only, at a quarter
 of a clip's cost. Whole clips (through mp4, as served models see them) follow and add motion,
-which needs the frames before and after. The model card has what the slab phase measured.
+which needs the frames before and after. lab/zoo/HISTORY.md has what the slab phase measured.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ IGNORE = -100  # a label column the probe is not asked about (motion, on a singl
 
 @dataclass(frozen=True)
 class VisionStageConfig:
-    slab_steps: int = 0  # phase one: single slabs; colour, kind and background (see the model card)
+    slab_steps: int = 0  # phase one: single slabs; colour, kind and background (see lab/zoo/HISTORY.md)
     slab_batch_size: int = 16
     steps: int = 500  # phase two: whole clips; motion as well
     batch_size: int = 32

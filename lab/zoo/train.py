@@ -86,15 +86,15 @@ class TrainConfig:
     vision: VisionStageConfig = VisionStageConfig()
     probe_weight: float = 0.5  # stage two's auxiliary probe loss; 0 turns it off
     sibling_turns: bool = False  # each turn sees the video and itself only (`rows.encode_siblings`)
-    lookups_first: bool = False  # order a conversation's questions by `turn_rank` (model card: tried)
-    word_aligned_probe: bool = False  # `supervision.probe_for` (model card: tried, not adopted)
+    lookups_first: bool = False  # order a conversation's questions by `turn_rank` (HISTORY.md: tried)
+    word_aligned_probe: bool = False  # `supervision.probe_for` (HISTORY.md: tried, not adopted)
     reasoned_answers: bool = False  # `questions.reasoned_answer` (qwen-tiny's target; see the card)
     # With reasoned answers, whether yes/no answers state theirs too, or only multiple choice. A
-    # yes/no reasoning about a shape the clip holds can be copied from the question (model card,
+    # yes/no reasoning about a shape the clip holds can be copied from the question (HISTORY.md,
     # "Diagnosed"), which may teach reading the question instead of the video.
     reasoned_yes_no: bool = True
     # With reasoned yes/no answers, whether their reasoning lists every shape of the clip
-    # (`questions.inventory`) instead of the asked kind's colour (model card: "Tried: reasoning
+    # (`questions.inventory`) instead of the asked kind's colour (HISTORY.md: "Tried: reasoning
     # for multiple choice only" and its Next list).
     yes_no_inventory: bool = False
     contrast_turns: bool = False  # yes/no and choice turns as `contrast_questions` pairs (qwen-tiny's target)

@@ -35,7 +35,7 @@ CRD_SCHEMA = json.loads((Path(__file__).parent / "kuberay_rayservice_schema.json
 CORE_KINDS = {"ServiceAccount", "Ingress", "NetworkPolicy"}
 GPU = "nvidia.com/gpu"
 # Checks skipped on the Ray pods, each with its reason in the pod annotations (k8s/base).
-EXPECTED_K8S_SKIPS = {"CKV_K8S_22", "CKV_K8S_40", "CKV_K8S_43"}
+EXPECTED_K8S_SKIPS = {"CKV_K8S_22", "CKV_K8S_35", "CKV_K8S_40", "CKV_K8S_43"}
 
 
 @pytest.fixture(scope="module")
