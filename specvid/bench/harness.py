@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from specvid.bench.methods import BASELINE_LABEL, BenchMethod
+from specvid.bench.peers import hf_generate
 from specvid.config import DecodingConfig, VideoSampling
 from specvid.decoding.stats import SpecStats
 from specvid.engine import LocalEngine
@@ -96,16 +97,21 @@ def _run_one(engine, method: BenchMethod, case: BenchCase, sampling: VideoSampli
     started = time.perf_counter()
     video = engine.load_video(case.video, sampling)
     video_s = time.perf_counter() - started
-    request = {
-        "video": case.video,
-        "prompt": case.prompt,
-        "decoding": method.decoding.model_dump(),
-        "sampling": {"max_tokens": max_tokens},
-        "video_sampling": sampling.model_dump(),
-    }
-    result: GenerationResult = engine.generate(request, video)
-    score = case.score(result.text) if case.score is not None else None
-    return Run(result.token_ids, result.text, result.stats, video_s, score)
+    if method.peer == "hf":
+        token_ids, stats = hf_generate(engine.target, video, case.prompt, max_tokens)
+        text = engine.target.decode(token_ids)
+    else:
+        request = {
+            "video": case.video,
+            "prompt": case.prompt,
+            "decoding": method.decoding.model_dump(),
+            "sampling": {"max_tokens": max_tokens},
+            "video_sampling": sampling.model_dump(),
+        }
+        result: GenerationResult = engine.generate(request, video)
+        token_ids, text, stats = result.token_ids, result.text, result.stats
+    score = case.score(text) if case.score is not None else None
+    return Run(token_ids, text, stats, video_s, score)
 
 
 def summarise(results: Sequence[MethodRuns], kv_bytes_per_token: Optional[int] = None) -> list[dict]:

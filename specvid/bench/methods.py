@@ -10,15 +10,20 @@ default for every method that does not set its own. `uniform` is short for
 `specvlm:pruning=uniform`; `random` for the random relaxation baseline,
 `lvspec:relevance=random:shift_window=0:filler_ratio=0` (any mismatch at a random share lam of
 positions is accepted; `random:rho=0.3` adds the filler gate back). The label of a row is the
-spec as written, so two variants of one method stay apart in the report.
+spec as written, so two variants of one method stay apart in the report. `hf` is a peer row:
+transformers' own greedy `generate` on the same target, frames and prompt (`bench/peers.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from specvid.config import DecodingConfig, parse
 from specvid.errors import InvalidRequestError
+
+# Peer rows: other systems run on the same target and inputs (`bench/peers.py`).
+PEERS = ("hf",)
 
 # The row every other is compared with: the target alone.
 BASELINE_LABEL = "ar"
@@ -45,6 +50,7 @@ SHORTHANDS = {
 class BenchMethod:
     label: str
     decoding: DecodingConfig
+    peer: Optional[str] = None  # a peer system's row (`bench/peers.py`) instead of the engine's
 
 
 def parse_methods(text: str, defaults: dict) -> list[BenchMethod]:
@@ -60,6 +66,10 @@ def parse_methods(text: str, defaults: dict) -> list[BenchMethod]:
 
 def parse_method(entry: str, defaults: dict) -> BenchMethod:
     name, *knobs = entry.split(":")
+    if name in PEERS:
+        if knobs:
+            raise InvalidRequestError(f"{name!r} is a peer row and takes no knobs, got {entry!r}")
+        return BenchMethod(entry, DecodingConfig(method=BASELINE_LABEL), peer=name)
     fields = dict(SHORTHANDS.get(name, {"method": name}))
     for knob in knobs:
         key, sep, value = knob.partition("=")

@@ -180,3 +180,22 @@ def test_bench_plot_merges_saved_runs_and_refuses_mixed_settings(bench_rows, tmp
     assert main(["bench-plot", str(main_run), str(other)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "clips" in err
+
+
+@pytest.mark.parametrize("family", ["qwen", "llava"])
+def test_the_hf_peer_row_is_transformers_generate_with_ar_s_tokens(random_models, tmp_path, family):
+    target, draft = random_models[family]
+    cases = zoo_cases(2, num_frames=8, size=112, directory=tmp_path)
+    engine = LocalEngine(target, draft, sources=SourceConfig(local_root=str(tmp_path)))
+    methods = parse_methods("hf", {})
+    assert methods[0].peer == "hf"
+    results = run_methods(engine, methods, cases, VideoSampling(num_frames=8, width=112, height=112), 12)
+    ar, hf = ({row["method"]: row for row in summarise(results)}[name] for name in ("ar", "hf"))
+    assert hf["identical_to_ar"] == 1.0  # the same greedy tokens, so the timings compare like for like
+    assert hf["tau"] == 0.0 and hf["decode_tokens_per_s"] > 0 and hf["prefill_ms"] > 0
+    assert [len(r.token_ids) for r in results[1].runs] == [len(r.token_ids) for r in results[0].runs]
+
+
+def test_a_peer_row_takes_no_knobs():
+    with pytest.raises(InvalidRequestError, match="peer row"):
+        parse_methods("hf:k=3", {})
