@@ -64,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_figures(figures: dict, path: Optional[str]) -> int:
+    """Print a command's figures as JSON, and write them to `path` too when one is given."""
+    print(json.dumps(figures, indent=2))
+    if path:
+        with open(path, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
+
+
 def add_command(commands, name: str, help_text: str, add_args: Callable, run: Callable) -> None:
     sub = commands.add_parser(name, help=help_text, description=help_text)
     add_args(sub)
@@ -183,11 +192,7 @@ def run_zoo_eval(args: argparse.Namespace) -> int:
     with tqdm(total=args.clips, desc=f"eval {args.pair}", unit="clip") as bar:
         figures = evaluate_pair(target, draft, eval_seeds(args.clips), progress=bar.update)
     figures = {"pair": args.pair, **figures}
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
-    return 0
+    return print_figures(figures, args.json)
 
 
 def run_zoo_sample(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from specvid.cli import add_command, run_command
+from specvid.cli import add_command, print_figures, run_command
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -148,11 +148,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
         "choice_letters_reasoned": choice_letters(adapter, held_out, reasoned=True),
         "choice_letters_plain": choice_letters(adapter, held_out, reasoned=False),
     }
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
-    return 0
+    return print_figures(figures, args.json)
 
 
 def run_letter_drill(args: argparse.Namespace) -> int:
