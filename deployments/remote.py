@@ -1,6 +1,6 @@
 """The decode loop's drafter and verifier over Serve deployment handles.
 
-`spec/loop.py` talks to workers through two small async protocols; these classes implement
+`specvid/decoding/loop.py` talks to workers through two small async protocols; these classes implement
 them with remote calls, so the router runs the very loop `LocalEngine` runs. Three things
 differ from in-process calls:
 
