@@ -18,14 +18,15 @@ class DraftWorker(Worker):
         """Open a session; `keep` prunes the draft's video context. Returns the context length."""
         prompt = self._prompt(request)
         if keep is None:
-            state, _ = self.model.prefill(prompt)
+            state, _ = self.model.prefill(prompt, reserve=request.reserved_rows)
         else:
             if prompt.num_video_tokens != keep.of:
                 raise InvalidRequestError(
                     f"pruning needs the draft and the target to share a video token grid; the draft "
                     f"has {prompt.num_video_tokens} video tokens, the target {keep.of}"
                 )
-            state, _ = self.model.prefill(prompt, keep.indices, positions=keep.positions)
+            state, _ = self.model.prefill(prompt, keep.indices, positions=keep.positions,
+                                          reserve=request.reserved_rows)
         return self._open(request, prompt, state).state.length
 
     def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:

@@ -56,6 +56,11 @@ class PrefillRequest:
     score_video: bool = False  # the target returns a score per video token (SpecVLM)
     loose: Optional[LooseVerification] = None  # the target verifies loosely (LVSpec)
 
+    @property
+    def reserved_rows(self) -> int:
+        """Cache rows a session sets aside past its prompt: the tokens it may generate, plus one."""
+        return self.sampling.max_tokens + 1
+
 
 @dataclass(frozen=True)
 class VideoKeep:

@@ -77,7 +77,7 @@ class TargetWorker(Worker):
         prompt = self._prompt(request)
         wants_embeddings = request.loose is not None and request.loose.relevance == "embedding"
         video = self.model.video_embeddings(prompt) if wants_embeddings else None
-        state, logits, scores = self.model.prefill_scored(prompt, video)
+        state, logits, scores = self.model.prefill_scored(prompt, video, reserve=request.reserved_rows)
         session = self._open(request, prompt, state)
         if request.loose is not None:
             session.loose = self._loose_session(request, video)

@@ -2,7 +2,9 @@
 
 The decoder never touches a transformers model directly: it builds a `VideoPrompt` (token ids
 plus the family's pixel tensors), prefills it into a `DecodeState`, extends that state with
-token blocks, and crops it on rejection. Families differ in three places only, which
+token blocks, and crops it on rejection. The prefill runs the transformers model; every later
+block runs the project's own decode forward (`decoder.py`) over a static cache slot, eager or
+compiled. Families differ in three places only, which
 subclasses implement: how frames become pixel tensors, how pixels become projected video
 embeddings, and how positions are laid out (3-D M-RoPE for Qwen2.5-VL, 1-D for LLaVA-OneVision).
 
@@ -25,6 +27,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from specvid.errors import InvalidRequestError, TooLargeError
 from specvid.models.attention import VideoAttention
+from specvid.models.decoder import CacheSlot, TextDecoder
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,11 @@ class VideoPrompt:
 class DecodeState:
     """One sequence's KV cache and where its next position lies.
 
-    `length` counts entries in the cache. The position of cache entry i is
-    `i + position_offset` (all three M-RoPE axes agree for text tokens), so a crop never needs
-    positions recomputed.
+    `length` counts the valid rows of the slot. The position of row i is `i + position_offset`
+    (all three M-RoPE axes agree for text tokens), so a crop never needs positions recomputed.
     """
 
-    cache: DynamicCache
+    slot: CacheSlot
     length: int
     position_offset: int
     prompt_length: int
@@ -82,6 +84,20 @@ class VideoLLM(ABC):
         # Every forward holds this lock: a scored forward switches the shared model to eager
         # attention, and no other thread's forward may run while it does.
         self._forward_lock = threading.RLock()
+        self.decoder = self._decoder_for(self.model)
+
+    def replace_model(self, model: PreTrainedModel) -> None:
+        """Swap in a transformed model (e.g. sharded for tensor parallelism) with the same weights."""
+        self.model = model
+        self.decoder = self._decoder_for(model)
+
+    def _decoder_for(self, model: PreTrainedModel) -> TextDecoder:
+        return TextDecoder(model.model.language_model, model.lm_head, self._position_rows)
+
+    def compile(self) -> float:
+        """Compile the decode forward now (warm-up included); returns the seconds it took."""
+        with self._forward_lock:
+            return self.decoder.compile()
 
     # ---- family hooks ---------------------------------------------------------------------
 
@@ -167,20 +183,23 @@ class VideoLLM(ABC):
         keep_video: Optional[torch.Tensor] = None,
         video_embeddings: Optional[torch.Tensor] = None,
         positions: PositionLayout = "original",
+        reserve: int = 0,
     ) -> tuple[DecodeState, torch.Tensor]:
         """Run the prompt into a fresh cache; return the state and the last position's logits.
+
+        `reserve` rows are set aside for tokens to come (the slot grows if they run out).
 
         `keep_video` (indices into `prompt.video_index`) keeps only those video tokens in the
         language context. With `positions="original"` they keep their original positions and
         the text after the video continues at its original offsets; `"compact"` renumbers the
         pruned sequence 0, 1, 2, ... on every axis, as if the dropped tokens never existed.
         """
-        state, logits, _ = self._prefill(prompt, keep_video, video_embeddings, positions, score_video=False)
+        state, logits, _ = self._prefill(prompt, keep_video, video_embeddings, positions, False, reserve)
         return state, logits
 
     @torch.inference_mode()
     def prefill_scored(
-        self, prompt: VideoPrompt, video_embeddings: Optional[torch.Tensor] = None
+        self, prompt: VideoPrompt, video_embeddings: Optional[torch.Tensor] = None, reserve: int = 0
     ) -> tuple[DecodeState, torch.Tensor, torch.Tensor]:
         """`prefill`, plus one score per grid video token (SpecVLM stage I).
 
@@ -189,9 +208,9 @@ class VideoLLM(ABC):
         heads and queries as each layer runs, and over layers at the end. Only [heads, text, L]
         probabilities of one layer exist at a time, never an L x L map.
         """  # scores: [N]
-        return self._prefill(prompt, None, video_embeddings, "original", score_video=True)
+        return self._prefill(prompt, None, video_embeddings, "original", True, reserve)
 
-    def _prefill(self, prompt, keep_video, video_embeddings, positions, score_video: bool):
+    def _prefill(self, prompt, keep_video, video_embeddings, positions, score_video: bool, reserve: int):
         self._check_context(len(prompt))
         rows, layout = self.context_layout(prompt, keep_video, positions)
         embeds = self._prompt_embeddings(prompt, video_embeddings)[rows]  # [L', hidden]
@@ -210,7 +229,10 @@ class VideoLLM(ABC):
             )
         scores = recorded.mean() if score_video else None
         length = int(rows.numel())
-        return DecodeState(cache, length, next_position - length, length), logits[-1], scores
+        slot = self.decoder.new_slot(length + reserve)
+        for i, layer in enumerate(cache.layers):
+            slot.write(i, layer.keys[0], layer.values[0])
+        return DecodeState(slot, length, next_position - length, length), logits[-1], scores
 
     def context_layout(
         self,
@@ -250,16 +272,22 @@ class VideoLLM(ABC):
                 language.config._attn_implementation = previous
 
     @torch.inference_mode()
-    def extend(self, state: DecodeState, token_ids: Sequence[int]) -> torch.Tensor:
+    def extend(
+        self, state: DecodeState, token_ids: Sequence[int], recorded: Optional[VideoAttention] = None
+    ) -> torch.Tensor:
         """Append tokens to the cache; return the logits after each of them."""  # [n, vocab]
         n = len(token_ids)
         if n == 0:
             raise ValueError("extend needs at least one token")
         self._check_context(state.length + state.position_offset + n)
-        start = state.length + state.position_offset
-        positions = torch.arange(start, start + n, dtype=torch.long).expand(self._position_rows, n)
-        ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
-        logits = self._forward(input_ids=ids, positions=positions, cache=state.cache, keep=n)
+        if state.length + n > state.slot.max_len:
+            state.slot = self.decoder.grown(state.slot, state.length + n, state.length)
+        device = self.device
+        start = torch.tensor(state.length, device=device)
+        positions = torch.arange(state.length, state.length + n, device=device) + state.position_offset
+        ids = torch.tensor(list(token_ids), dtype=torch.long, device=device)
+        with self._forward_lock:
+            logits = self.decoder(ids, positions, start, state.slot, recorded)
         state.length += n
         return logits
 
@@ -273,17 +301,16 @@ class VideoLLM(ABC):
         prefill). Returns (logits [n, vocab], mass [n]): mass i is the share of attention the
         query at token i puts on the video, averaged over heads and layers.
         """
-        with self._video_attention(VideoAttention(video_keys, per_query=True)) as recorded:
-            logits = self.extend(state, token_ids)
+        recorded = VideoAttention(video_keys, per_query=True)
+        logits = self.extend(state, token_ids, recorded)
         return logits, recorded.mean()
 
     def crop(self, state: DecodeState, length: int) -> None:
-        """Forget cache entries past `length` (rejected draft tokens)."""
+        """Forget cache entries past `length` (rejected draft tokens): the rows stay in the slot,
+        masked, until new tokens overwrite them."""
         if length < state.prompt_length:
             raise ValueError(f"cannot crop into the prompt ({length} < {state.prompt_length})")
-        if length < state.length:
-            state.cache.crop(length - state.length)  # crop takes a negative count
-            state.length = length
+        state.length = min(state.length, length)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)

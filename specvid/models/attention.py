@@ -2,7 +2,8 @@
 
 SpecVLM's stage I scores video tokens by the attention the text after the video pays them;
 LVSpec's attention relevance asks how much each new token looks at the video. Both read the
-probabilities through forward hooks on the attention modules, one layer at a time.
+probabilities one layer at a time: through forward hooks on the attention modules during a
+prefill, and from the decode-time forward itself (`decoder.py`) for new tokens.
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ class VideoAttention:
         self.layers = 0
 
     def hook(self, module, args, output) -> None:
+        """A forward hook on an attention module that returns its probabilities."""
         weights = output[1]  # [1, heads, queries, keys]
         if weights is None:
             raise RuntimeError(f"{type(module).__name__} returned no attention probabilities")
-        on_video = weights[0][..., self.video_keys.to(weights.device)].float()  # [heads, queries, N]
+        self.add(weights[0])
+
+    def add(self, probs: torch.Tensor) -> None:
+        """Count one layer's probabilities [heads, queries, keys]."""
+        on_video = probs[..., self.video_keys.to(probs.device)].float()  # [heads, queries, N]
         layer = on_video.sum(-1).mean(0) if self.per_query else on_video.mean(dim=(0, 1))
         layer = layer.double().cpu()
         self.total = layer if self.total is None else self.total + layer

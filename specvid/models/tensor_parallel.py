@@ -85,5 +85,5 @@ def shard_language_model(adapter: VideoLLM, tp_size: int, backend: Optional[str]
         replace_with_kernel_inject=False,
         injection_policy={decoder_layer_class(adapter): ROW_PARALLEL_OUTPUTS},
     )
-    adapter.model = engine.module
+    adapter.replace_model(engine.module)
     return adapter

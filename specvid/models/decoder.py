@@ -1,0 +1,197 @@
+"""The decode-time forward of a Video-LLM's language model, over a static KV cache.
+
+After the prefill both families are the same machine: a Qwen2 decoder stack over text tokens
+whose M-RoPE axes all agree (Qwen2.5-VL) or whose positions are 1-D (LLaVA-OneVision). So one
+forward, written here, serves decode steps and verify blocks of both. It calls the
+transformers model's own modules (a DeepSpeed-sharded projection still all-reduces) and keeps
+keys and values in a `CacheSlot` that is written in place and never changes shape while a
+sequence decodes. Hence:
+
+- a rejected draft costs nothing: crop only moves the length back; stale rows past it are
+  masked, then overwritten;
+- the forward compiles (`torch.compile`) into one graph per block shape with no
+  transformers-side Python left per step; the slot length is a dynamic dimension, so a new
+  request of another length reuses the graph.
+
+Terms: a *block* is the n new tokens of one call (1 for a decode step, k + 1 for a verify);
+`start` is the cache row of its first token; `positions` are their rotary positions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specvid.models.attention import VideoAttention
+
+log = logging.getLogger(__name__)
+
+# Slots are sized in multiples of this many rows, so a slot rarely needs to grow and the few
+# distinct lengths suit shape-keyed kernels (CUDA graphs) as well.
+SLOT_ROWS = 128
+
+
+@dataclass(frozen=True)
+class CacheSlot:
+    """One sequence's keys and values in every layer, `max_len` rows each."""
+
+    keys: tuple[torch.Tensor, ...]  # per layer [kv_heads, max_len, head_dim]
+    values: tuple[torch.Tensor, ...]  # per layer [kv_heads, max_len, head_dim]
+
+    @property
+    def max_len(self) -> int:
+        return self.keys[0].shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.keys + self.values)
+
+    def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Copy [kv_heads, n, head_dim] keys and values into rows 0..n-1 (after a prefill)."""
+        n = keys.shape[1]
+        self.keys[layer][:, :n].copy_(keys)
+        self.values[layer][:, :n].copy_(values)
+
+
+def slot_rows(needed: int) -> int:
+    """Rows a slot gets for `needed` ones: rounded up to a multiple of `SLOT_ROWS`."""
+    return -(-needed // SLOT_ROWS) * SLOT_ROWS
+
+
+class TextDecoder(nn.Module):
+    """A block of tokens through the language model, attending to a `CacheSlot`."""
+
+    def __init__(self, language_model: nn.Module, lm_head: nn.Module, rotary_axes: int):
+        super().__init__()
+        self.language_model = language_model
+        self.lm_head = lm_head
+        self.rotary_axes = rotary_axes  # 3 for M-RoPE: every axis carries the text position
+        attention = language_model.layers[0].self_attn
+        self.head_dim = int(attention.head_dim)
+        self.scaling = float(attention.scaling)
+        self._compiled: Optional[nn.Module] = None
+
+    # ---- slots ------------------------------------------------------------------------------
+
+    def new_slot(self, rows: int) -> CacheSlot:
+        """A zeroed slot of at least `rows` rows, sized for this (possibly sharded) model.
+
+        Zeroed, not empty: masked rows still enter the attention product with weight 0, and
+        0 * NaN from uninitialised memory would not be 0.
+        """
+        weight = self.lm_head.weight
+        rows = slot_rows(rows)
+        shapes = [(layer.self_attn.k_proj.weight.shape[0] // self.head_dim, rows, self.head_dim)
+                  for layer in self.language_model.layers]
+        keys = tuple(torch.zeros(s, dtype=weight.dtype, device=weight.device) for s in shapes)
+        values = tuple(torch.zeros(s, dtype=weight.dtype, device=weight.device) for s in shapes)
+        for t in keys + values:
+            torch._dynamo.mark_dynamic(t, 1)  # one compiled graph for every slot length
+        return CacheSlot(keys, values)
+
+    def grown(self, slot: CacheSlot, rows: int, length: int) -> CacheSlot:
+        """A slot of at least `rows` rows holding the first `length` rows of `slot`."""
+        bigger = self.new_slot(rows)
+        for layer in range(len(slot.keys)):
+            bigger.write(layer, slot.keys[layer][:, :length], slot.values[layer][:, :length])
+        return bigger
+
+    # ---- compilation ------------------------------------------------------------------------
+
+    def compile(self, block: int = 6) -> float:
+        """Compile the forward and warm it up on a 1-token step and on blocks; returns seconds.
+
+        Two graphs result: the decode step (n = 1) and one for any block length n > 1. The
+        warm-up runs at start-up, so no request pays for it; inductor's on-disk cache
+        (`TORCHINDUCTOR_CACHE_DIR`) makes a second start-up much faster. On CUDA the graphs are
+        captured as CUDA graphs (mode "reduce-overhead").
+        """
+        started = time.perf_counter()
+        device = self.lm_head.weight.device
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        self._compiled = torch.compile(self._forward, mode=mode, fullgraph=True)
+        with torch.inference_mode():
+            slot = self.new_slot(2 * SLOT_ROWS)
+            for n in (1, block, 2):  # the second block length makes n dynamic
+                ids = torch.zeros(n, dtype=torch.long, device=device)
+                positions = torch.arange(n, device=device)
+                self._compiled(ids, positions, torch.tensor(0, device=device), slot)
+        seconds = time.perf_counter() - started
+        log.info("compiled the decode forward in %.1f s", seconds)
+        return seconds
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
+    # ---- forward ----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        token_ids: torch.Tensor,  # [n] int64
+        positions: torch.Tensor,  # [n] int64 rotary positions
+        start: torch.Tensor,  # [] int64 cache row of the first token
+        slot: CacheSlot,
+        recorded: Optional[VideoAttention] = None,
+    ) -> torch.Tensor:
+        """Logits after each token of the block [n, vocab], float32.
+
+        With `recorded`, each token's attention probabilities onto the video rows are counted
+        too (LVSpec's attention relevance); that forward always runs eagerly.
+        """
+        if self._compiled is not None and recorded is None:
+            return self._compiled(token_ids, positions, start, slot)
+        return self._forward(token_ids, positions, start, slot, recorded)
+
+    def _forward(self, token_ids, positions, start, slot: CacheSlot, recorded=None) -> torch.Tensor:
+        n = token_ids.shape[0]
+        rows = start + torch.arange(n, device=token_ids.device)  # [n] cache rows written
+        # A query sees every row up to its own; rows past it hold stale entries or zeros.
+        visible = torch.arange(slot.max_len, device=token_ids.device)[None] <= rows[:, None]  # [n, L]
+        hidden = self.language_model.embed_tokens(token_ids)[None]  # [1, n, hidden]
+        cos, sin = self._rotary(positions, hidden)
+        for i, layer in enumerate(self.language_model.layers):
+            attended = self._attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin,
+                                       rows, visible, slot.keys[i], slot.values[i], recorded)
+            hidden = hidden + attended
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return self.lm_head(self.language_model.norm(hidden))[0].float()
+
+    def _rotary(self, positions: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [n, head_dim] of text positions, from the model's own rotary module."""
+        ids = positions[None].expand(self.rotary_axes, 1, -1) if self.rotary_axes > 1 else positions[None]
+        cos, sin = self.language_model.rotary_emb(like, ids)
+        return cos[0], sin[0]
+
+    def _attention(self, attn, x, cos, sin, rows, visible, keys, values, recorded):
+        n = x.shape[1]
+        heads = lambda t: t.view(n, -1, self.head_dim).transpose(0, 1)  # noqa: E731  [heads, n, d]
+        q, k, v = heads(attn.q_proj(x)), heads(attn.k_proj(x)), heads(attn.v_proj(x))
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        # The block's keys and values go to their rows first: each query attends to itself.
+        keys.index_copy_(1, rows, k)  # [kv, L, d]
+        values.index_copy_(1, rows, v)
+        groups = q.shape[0] // keys.shape[0]
+        if recorded is None:
+            out = F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=visible,
+                                                 scale=self.scaling, enable_gqa=groups > 1)[0]
+        else:
+            keys, values = keys.repeat_interleave(groups, 0), values.repeat_interleave(groups, 0)
+            scores = (q @ keys.transpose(1, 2)) * self.scaling  # [heads, n, L]
+            probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
+            recorded.add(probs)
+            out = probs @ values  # [heads, n, d]
+        return attn.o_proj(out.transpose(0, 1).reshape(1, n, -1))
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of [heads, n, d] by cos, sin [n, d]: the two halves rotate as a pair."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
