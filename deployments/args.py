@@ -69,4 +69,7 @@ class AppArgs(_Strict):
             and self.draft_resources.num_gpus <= 0
         ):
             raise ValueError("a draft on cuda needs draft_resources.num_gpus > 0")
+        if self.tp_size > 1 and self.target.compile:
+            raise ValueError("target.compile is not supported with tp_size > 1 yet (a sharded forward "
+                             "all-reduces inside the graph); set target.compile: false")
         return self

@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 
 from specvid.bench import commands as bench_commands
 from specvid.cli_options import (
+    add_compile_arg,
     add_frame_args,
     add_method_args,
     add_model_args,
@@ -26,7 +27,7 @@ from specvid.cli_options import (
     request_from_args,
     resolve_pair,
 )
-from specvid.config import DecodingConfig
+from specvid.config import DecodingConfig, ModelSpec
 from specvid.models.registry import pair_names
 
 DEMO_MAX_TOKENS = 48  # a caption's length: the demo shows both methods quickly
@@ -101,6 +102,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pair", required=True, help="qwen-tiny or llava-tiny")
     p.add_argument("--clips", type=int, default=200, help="held-out clips to evaluate")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    add_compile_arg(p, on=True)
 
 
 def _add_sample_args(p: argparse.ArgumentParser) -> None:
@@ -188,7 +190,7 @@ def run_zoo_eval(args: argparse.Namespace) -> int:
 
     target_name, draft_name = pair_names(args.pair)
     torch.set_num_threads(os.cpu_count() or 1)
-    target, draft = load_model(target_name), load_model(draft_name)
+    target, draft = (load_model(ModelSpec(name=name, compile=args.compile)) for name in (target_name, draft_name))
     with tqdm(total=args.clips, desc=f"eval {args.pair}", unit="clip") as bar:
         figures = evaluate_pair(target, draft, eval_seeds(args.clips), progress=bar.update)
     figures = {"pair": args.pair, **figures}

@@ -35,12 +35,19 @@ def choices(model: type[BaseModel], field: str) -> list[str]:
     return list(get_args(model.model_fields[field].annotation))
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, compile_models: bool = False) -> None:
+    """Model flags; `compile_models` is the default of --compile (on where many requests follow)."""
     p.add_argument("--pair", default=None, help=f"a named pair ({', '.join(sorted(PAIRS))}); sets --target and --draft")
     p.add_argument("--target", default=DEFAULT_TARGET, help="target model: built-in name, path or HF id")
     p.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model: built-in name, path or HF id")
     p.add_argument("--dtype", default=default(ModelSpec, "dtype"), choices=choices(ModelSpec, "dtype"))
     p.add_argument("--device", default=default(ModelSpec, "device"))
+    add_compile_arg(p, compile_models)
+
+
+def add_compile_arg(p: argparse.ArgumentParser, on: bool) -> None:
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=on,
+                   help="compile the decode forward at start-up (seconds to a minute; same output)")
 
 
 def resolve_pair(args: argparse.Namespace) -> None:
@@ -121,7 +128,7 @@ def engine_from_args(args: argparse.Namespace, uses_draft: bool, local_root: str
     from specvid.engine import LocalEngine
 
     def spec(name: str) -> ModelSpec:
-        return ModelSpec(name=name, dtype=args.dtype, device=args.device)
+        return ModelSpec(name=name, dtype=args.dtype, device=args.device, compile=args.compile)
 
     # A command-line user may read any of their own files; servers set a narrower root.
     sources = SourceConfig(local_root=local_root, s3_endpoint_url=getattr(args, "s3_endpoint", None))

@@ -31,7 +31,7 @@ def register(commands, add) -> None:
 
 
 def _add_bench_args(p: argparse.ArgumentParser) -> None:
-    add_model_args(p)
+    add_model_args(p, compile_models=True)
     p.add_argument(
         "--methods",
         default="ar,sd,specvlm",

@@ -30,8 +30,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def load_model(spec: Union[ModelSpec, str]) -> VideoLLM:
-    """Load the model a spec names and wrap it in its family's adapter."""
+    """Load the model a spec names, wrap it in its family's adapter, and compile it if asked."""
     spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
+    adapter = _load(spec)
+    if spec.compile:
+        adapter.compile()
+    return adapter
+
+
+def _load(spec: ModelSpec) -> VideoLLM:
     if spec.name in RANDOM_MODELS:
         random = RANDOM_MODELS[spec.name]
         model, tokenizer = build_tiny_model(
