@@ -97,8 +97,10 @@ def _run_one(engine, method: BenchMethod, case: BenchCase, sampling: VideoSampli
     started = time.perf_counter()
     video = engine.load_video(case.video, sampling)
     video_s = time.perf_counter() - started
-    if method.peer == "hf":
-        token_ids, stats = hf_generate(engine.target, video, case.prompt, max_tokens)
+    if method.peer is not None:
+        assistant = engine.draft if method.decoding.uses_draft else None
+        token_ids, stats = hf_generate(engine.target, video, case.prompt, max_tokens, assistant,
+                                       method.decoding.num_draft_tokens)
         text = engine.target.decode(token_ids)
     else:
         request = {
@@ -143,9 +145,10 @@ def summarise(results: Sequence[MethodRuns], kv_bytes_per_token: Optional[int] =
             "prefill_ms": 1e3 * statistics.median(run.stats.prefill_s for run in runs),
             "video_tokens": statistics.mean(run.stats.video_tokens for run in runs),
             "num_draft_tokens": config.num_draft_tokens if drafts else None,
-            "accepted_histogram": _histogram(runs) if drafts else [],
+            "accepted_histogram": _histogram(runs) if drafts and entry.method.peer is None else [],
         }
-        row.update(_draft_figures(runs, kv_bytes_per_token) if drafts else _no_draft())
+        own_draft = drafts and entry.method.peer is None  # a peer's draft figures are not known
+        row.update(_draft_figures(runs, kv_bytes_per_token) if own_draft else _no_draft())
         row.update(_loose_figures(runs, config))
         rows.append(row)
     return rows

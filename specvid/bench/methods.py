@@ -10,8 +10,9 @@ default for every method that does not set its own. `uniform` is short for
 `specvlm:pruning=uniform`; `random` for the random relaxation baseline,
 `lvspec:relevance=random:shift_window=0:filler_ratio=0` (any mismatch at a random share lam of
 positions is accepted; `random:rho=0.3` adds the filler gate back). The label of a row is the
-spec as written, so two variants of one method stay apart in the report. `hf` is a peer row:
-transformers' own greedy `generate` on the same target, frames and prompt (`bench/peers.py`).
+spec as written, so two variants of one method stay apart in the report. `hf` and `hf-assisted`
+are peer rows: transformers' own greedy `generate` on the same target, frames and prompt, alone
+and with our draft as its assistant at the command line's k (`bench/peers.py`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from typing import Optional
 from specvid.config import DecodingConfig, parse
 from specvid.errors import InvalidRequestError
 
-# Peer rows: other systems run on the same target and inputs (`bench/peers.py`).
-PEERS = ("hf",)
-
 # The row every other is compared with: the target alone.
-BASELINE_LABEL = "ar"
+BASELINE_LABEL = BASELINE_METHOD = "ar"
+
+# Peer rows: other systems run on the same target and inputs (`bench/peers.py`).
+PEERS = {"hf": BASELINE_METHOD, "hf-assisted": "sd"}  # peer -> the engine method it stands beside
 
 ALIASES = {
     "k": "num_draft_tokens",
@@ -69,7 +70,8 @@ def parse_method(entry: str, defaults: dict) -> BenchMethod:
     if name in PEERS:
         if knobs:
             raise InvalidRequestError(f"{name!r} is a peer row and takes no knobs, got {entry!r}")
-        return BenchMethod(entry, DecodingConfig(method=BASELINE_LABEL), peer=name)
+        k = defaults.get("num_draft_tokens", DecodingConfig.model_fields["num_draft_tokens"].default)
+        return BenchMethod(entry, DecodingConfig(method=PEERS[name], num_draft_tokens=k), peer=name)
     fields = dict(SHORTHANDS.get(name, {"method": name}))
     for knob in knobs:
         key, sep, value = knob.partition("=")

@@ -5,11 +5,20 @@ tensors the target worker builds (so its tokens can be compared with `ar`'s one 
 timed the way every other row is: prefill up to the first generated token, decode after it.
 Tokens arrive through a streamer, so the decode clock starts at the first new token exactly as
 `SpecStats.decode_s` does.
+
+`hf-assisted` is the same call with our draft as `assistant_model` (transformers' assisted
+generation), k draft tokens per round, fixed (no confidence stop). transformers (5.24) gives the
+assistant the prompt's token ids, video placeholders included, but not the pixel tensors: the
+assistant's vision tower never runs (counted: 0 calls over a whole generation), so it drafts with
+placeholder embeddings where the video should be, blind. transformers reports no acceptance
+figures, so rounds are counted as the target's forwards after the prefill, each of which
+verifies one block.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import torch
 from transformers.generation.streamers import BaseStreamer
@@ -37,9 +46,17 @@ class _TokenClock(BaseStreamer):
         pass
 
 
-def hf_generate(model: VideoLLM, video: DecodedVideo, prompt: str, max_tokens: int) -> tuple[list[int], SpecStats]:
-    """transformers' greedy `generate` on `model`: the tokens before the first stop token, and the
-    stats the other rows report (prefill to the first token, decode after it)."""
+def hf_generate(
+    model: VideoLLM,
+    video: DecodedVideo,
+    prompt: str,
+    max_tokens: int,
+    assistant: Optional[VideoLLM] = None,
+    num_draft_tokens: int = 5,
+) -> tuple[list[int], SpecStats]:
+    """transformers' greedy `generate` on `model` (assisted by `assistant` if given): the tokens
+    before the first stop token, and the stats the other rows report (prefill to the first token,
+    decode after it; rounds and accepted drafts when assisted)."""
     started = time.perf_counter()
     built = model.build_prompt(video.frames, prompt, sampled_fps(video))
     ids = built.input_ids[None].to(model.device)
@@ -47,8 +64,12 @@ def hf_generate(model: VideoLLM, video: DecodedVideo, prompt: str, max_tokens: i
     if model.family == "qwen2_5_vl":
         # Without token types transformers silently skips 3-D M-RoPE (2 marks video tokens).
         inputs["mm_token_type_ids"] = (ids == model.video_token_id).long() * 2
+    if assistant is not None:
+        inputs.update(assistant_model=assistant.model, num_assistant_tokens=num_draft_tokens,
+                      num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
     clock = _TokenClock()
-    with torch.inference_mode():
+    forwards = _ForwardCounter(model.model)
+    with torch.inference_mode(), forwards:
         out = model.model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), **inputs, max_new_tokens=max_tokens,
             do_sample=False, streamer=clock,
@@ -59,4 +80,26 @@ def hf_generate(model: VideoLLM, video: DecodedVideo, prompt: str, max_tokens: i
     stats = SpecStats(emitted=len(tokens), prompt_tokens=len(built), video_tokens=built.num_video_tokens)
     stats.prefill_s = times[0] - started
     stats.decode_s = times[-1] - times[0]
+    if assistant is not None:
+        # Every target forward after the prefill verified a block and emitted accepted + 1 tokens.
+        stats.rounds = max(forwards.count - 1, 0)
+        stats.accepted = max(len(new) - 1 - stats.rounds, 0)
+        stats.drafted = stats.rounds * num_draft_tokens
     return tokens, stats
+
+
+class _ForwardCounter:
+    """Counts a module's forward calls while the context is open."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module, self.count, self._handle = module, 0, None
+
+    def __enter__(self):
+        self._handle = self.module.register_forward_pre_hook(self._seen)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+    def _seen(self, module, args) -> None:
+        self.count += 1

@@ -183,16 +183,21 @@ def test_bench_plot_merges_saved_runs_and_refuses_mixed_settings(bench_rows, tmp
 
 
 @pytest.mark.parametrize("family", ["qwen", "llava"])
-def test_the_hf_peer_row_is_transformers_generate_with_ar_s_tokens(random_models, tmp_path, family):
+def test_the_hf_peer_rows_are_transformers_generate_with_ar_s_tokens(random_models, tmp_path, family):
     target, draft = random_models[family]
     cases = zoo_cases(2, num_frames=8, size=112, directory=tmp_path)
     engine = LocalEngine(target, draft, sources=SourceConfig(local_root=str(tmp_path)))
-    methods = parse_methods("hf", {})
-    assert methods[0].peer == "hf"
+    methods = parse_methods("hf,hf-assisted", {"num_draft_tokens": 3})
+    assert [m.peer for m in methods] == ["hf", "hf-assisted"]
+    assert methods[1].decoding.num_draft_tokens == 3
     results = run_methods(engine, methods, cases, VideoSampling(num_frames=8, width=112, height=112), 12)
-    ar, hf = ({row["method"]: row for row in summarise(results)}[name] for name in ("ar", "hf"))
+    rows = {row["method"]: row for row in summarise(results)}
+    hf, assisted = rows["hf"], rows["hf-assisted"]
     assert hf["identical_to_ar"] == 1.0  # the same greedy tokens, so the timings compare like for like
+    assert assisted["identical_to_ar"] == 1.0  # assisted generation is lossless too
     assert hf["tau"] == 0.0 and hf["decode_tokens_per_s"] > 0 and hf["prefill_ms"] > 0
+    assert 0.0 <= assisted["tau"] <= 3 and assisted["num_draft_tokens"] == 3
+    assert assisted["draft_prefill_ms"] is None  # transformers does not report it
     assert [len(r.token_ids) for r in results[1].runs] == [len(r.token_ids) for r in results[0].runs]
 
 
