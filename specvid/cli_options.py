@@ -61,7 +61,9 @@ def add_method_args(p: argparse.ArgumentParser, method: bool = True) -> None:
     if method:
         p.add_argument("--method", default=default(DecodingConfig, "method"), choices=list(get_args(Method)))
     p.add_argument("--num-draft-tokens", "-k", type=int, default=default(DecodingConfig, "num_draft_tokens"),
-                   help="draft tokens per round")
+                   help="draft tokens per round (the most, with --draft-confidence)")
+    p.add_argument("--draft-confidence", type=float, default=default(DecodingConfig, "draft_confidence"),
+                   help="adaptive draft length: stop a round after a draft token below this probability")
     p.add_argument("--drop-rate", type=float, default=default(DecodingConfig, "drop_rate"),
                    help="specvlm: share of video tokens dropped")
     p.add_argument("--attention-mass", type=float, default=default(DecodingConfig, "attention_mass"),
@@ -103,7 +105,7 @@ def add_frame_args(p: argparse.ArgumentParser, frames_flag: str = "--num-frames"
 
 def method_knobs(args: argparse.Namespace) -> dict:
     """The DecodingConfig fields `add_method_args` set (all but the method)."""
-    names = ("num_draft_tokens", "drop_rate", "attention_mass", "pruning", *LOOSE_FIELDS)
+    names = ("num_draft_tokens", "draft_confidence", "drop_rate", "attention_mass", "pruning", *LOOSE_FIELDS)
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 

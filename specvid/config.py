@@ -142,7 +142,15 @@ class DecodingConfig(_Strict):
         "draft, loose verification; 'lvspec+specvlm': pruned draft, loose verification.",
     )
     num_draft_tokens: int = Field(
-        5, ge=1, le=64, description="Draft tokens proposed per round (k)."
+        5, ge=1, le=64, description="Draft tokens proposed per round (k); the most, with draft_confidence."
+    )
+    draft_confidence: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Adaptive draft length: a round stops drafting after a token the draft gave less "
+        "than this probability (under greedy decoding, its top probability). 0: always k tokens. "
+        "Output is unchanged; only how many tokens each round proposes.",
     )
     drop_rate: float = Field(
         0.9, ge=0.0, lt=1.0, description="specvlm: share of the video tokens left out of the draft's context."

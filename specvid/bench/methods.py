@@ -31,6 +31,7 @@ PEERS = {"hf": BASELINE_METHOD, "hf-assisted": "sd"}  # peer -> the engine metho
 
 ALIASES = {
     "k": "num_draft_tokens",
+    "conf": "draft_confidence",
     "drop": "drop_rate",
     "p": "attention_mass",
     "mass": "attention_mass",

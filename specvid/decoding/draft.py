@@ -27,10 +27,13 @@ class DraftWorker(Worker):
                 )
             state, _ = self.model.prefill(prompt, keep.indices, positions=keep.positions,
                                           reserve=request.reserved_rows)
-        return self._open(request, prompt, state).state.length
+        session = self._open(request, prompt, state)
+        session.draft_confidence = request.draft_confidence
+        return session.state.length
 
     def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
-        """Up to k tokens continuing the committed sequence (fewer if the draft ends with EOS)."""
+        """Up to k tokens continuing the committed sequence: fewer if the draft ends with EOS, or,
+        with adaptive length, after a token it was not confident of."""
         session = self.sessions.get(request_id)
         logits = self._feed(session, self._sync(session, commit))[-1]
         tokens, probs = [], []
@@ -38,7 +41,19 @@ class DraftWorker(Worker):
             token, prob = choose_token(logits, session.sampling, session.generator)
             tokens.append(token)
             probs.append(prob)
-            if i == k - 1 or token in self.model.eos_token_ids:
+            if i == k - 1 or token in self.model.eos_token_ids or _unsure(session, logits, token, prob):
                 break
             logits = self._feed(session, [token])[-1]
         return Proposal(tuple(tokens), None if session.sampling.greedy else torch.stack(probs))
+
+
+def _unsure(session, logits: torch.Tensor, token: int, prob: Optional[torch.Tensor]) -> bool:
+    """Whether the draft gave `token` less probability than the session's threshold.
+
+    Greedy rounds measure the softmax of the raw logits; sampled rounds the distribution sampled
+    from. Either way the decision uses the draft's own numbers only, so the output is unchanged.
+    """
+    if session.draft_confidence <= 0.0:
+        return False
+    p = prob[token] if prob is not None else torch.softmax(logits.float(), -1)[token]
+    return float(p) < session.draft_confidence

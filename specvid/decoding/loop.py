@@ -84,7 +84,8 @@ async def decode(
     rid = request.request_id
     draft, target = _Peer(), _Peer()
     started = time.perf_counter()
-    request = dataclasses.replace(request, score_video=config.prunes_video, loose=LooseVerification.of(config))
+    request = dataclasses.replace(request, score_video=config.prunes_video, loose=LooseVerification.of(config),
+                                  draft_confidence=config.draft_confidence)
     try:
         prefill = await verifier.prefill(request)
         stats.prompt_tokens, stats.video_tokens = prefill.prompt_tokens, prefill.video_tokens

@@ -55,6 +55,7 @@ class PrefillRequest:
     sampling: SamplingParams
     score_video: bool = False  # the target returns a score per video token (SpecVLM)
     loose: Optional[LooseVerification] = None  # the target verifies loosely (LVSpec)
+    draft_confidence: float = 0.0  # the draft stops a round after a token less likely than this
 
     @property
     def reserved_rows(self) -> int:
@@ -110,7 +111,8 @@ class Session:
     generator: torch.Generator
     committed: list[int] = field(default_factory=list)  # generated tokens, as committed
     cached: list[int] = field(default_factory=list)  # generated tokens whose KV is cached
-    loose: Optional[object] = None  # the target's per-request LVSpec state (`spec/target.py`)
+    loose: Optional[object] = None  # the target's per-request LVSpec state (`decoding/target.py`)
+    draft_confidence: float = 0.0  # a draft session's adaptive-length threshold
 
 
 class SessionStore:

@@ -58,6 +58,19 @@ def test_sd_equals_greedy_target(engines, family):
             assert own.stats.tau > 0
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adaptive_draft_length_stops_early_and_keeps_the_output(engines, family):
+    e = engines[family]
+    video = random_video(seed=3)
+    ar = e["ar"].generate(request(3, "ar", 6, 40), video)
+    fixed = e["random_draft"].generate(request(3, "sd", 6, 40), video)
+    body = request(3, "sd", 6, 40)
+    body["spec"]["draft_confidence"] = 0.5  # a random draft is rarely this sure
+    adaptive = e["random_draft"].generate(body, video)
+    assert adaptive.token_ids == ar.token_ids
+    assert adaptive.stats.drafted / adaptive.stats.rounds < fixed.stats.drafted / fixed.stats.rounds
+
+
 def first_occurrences_inside_blocks(tokens: list[int], k: int) -> list[int]:
     """Indices whose token appears there first and that do not end a self-draft round.
 
