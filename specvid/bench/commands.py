@@ -1,4 +1,5 @@
-"""The `specvid bench`, `bench-plot`, `bench-relevance` and `bench-cost` commands (docs/bench.md)."""
+"""The `specvid bench`, `bench-plot`, `bench-relevance`, `bench-cost` and `bench-forwards` commands
+(docs/bench.md)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def register(commands, add) -> None:
     add(commands, "bench-relevance", "how well LVSpec's rankings find the zoo's anchors", _add_relevance_args,
         run_bench_relevance)
     add(commands, "bench-cost", "real-size costs, random weights", _add_bench_cost_args, run_bench_cost)
+    add(commands, "bench-forwards", "ms per decode step and verify block: transformers, eager, compiled",
+        _add_bench_forwards_args, run_bench_forwards)
 
 
 def _add_bench_args(p: argparse.ArgumentParser) -> None:
@@ -163,6 +166,37 @@ def run_bench_relevance(args: argparse.Namespace) -> int:
     print(format_relevance(rows))
     if args.json:
         meta = {"pair": args.pair, "clips": args.clips, "k": args.num_draft_tokens}
+        write_json(Path(args.json), rows, meta)
+    return 0
+
+
+def _add_bench_forwards_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pair", default="qwen-tiny", help="zoo pair measured (its target and draft)")
+    p.add_argument("--num-draft-tokens", "-k", type=int, default=5, help="a verify block is k + 1 tokens")
+    p.add_argument("--generated", type=int, default=40, help="tokens generated after the prompt so far")
+    p.add_argument("--rounds", type=int, default=10, help="timed rounds; each times every way in turn")
+    p.add_argument("--calls", type=int, default=20, help="calls per way per round")
+    p.add_argument("--json", default=None, help="write {meta, rows} here")
+
+
+def run_bench_forwards(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from specvid.bench.forwards import forward_rows, format_forwards
+    from specvid.bench.report import write_json
+    from specvid.config import ModelSpec
+    from specvid.models.loader import load_model
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    target, draft = (load_model(ModelSpec(name=name, compile=True)) for name in pair_names(args.pair))
+    rows, totals = forward_rows(target, draft, args.num_draft_tokens, args.generated, args.rounds, args.calls)
+    print(f"\n{args.pair}: median ms per forward, {args.rounds} x {args.calls} calls per way\n")
+    print(format_forwards(rows, totals))
+    if args.json:
+        meta = {"pair": args.pair, "k": args.num_draft_tokens, "generated": args.generated,
+                "threads": torch.get_num_threads(), "summary": totals}
         write_json(Path(args.json), rows, meta)
     return 0
 

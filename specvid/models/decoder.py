@@ -32,6 +32,11 @@ from specvid.models.attention import VideoAttention
 
 log = logging.getLogger(__name__)
 
+# Compiled graphs: two per model, all models of a process sharing one code object. Only the
+# dimensions marked dynamic may be; otherwise a second model of other widths would turn every
+# weight shape symbolic in the graphs compiled after it.
+_DYNAMO = {"automatic_dynamic_shapes": False, "recompile_limit": 64}
+
 # Slots are sized in multiples of this many rows, so a slot rarely needs to grow and the few
 # distinct lengths suit shape-keyed kernels (CUDA graphs) as well.
 SLOT_ROWS = 128
@@ -107,21 +112,21 @@ class TextDecoder(nn.Module):
     def compile(self, block: int = 6) -> float:
         """Compile the forward and warm it up on a 1-token step and on blocks; returns seconds.
 
-        Two graphs result: the decode step (n = 1) and one for any block length n > 1. The
-        warm-up runs at start-up, so no request pays for it; inductor's on-disk cache
-        (`TORCHINDUCTOR_CACHE_DIR`) makes a second start-up much faster. On CUDA the graphs are
-        captured as CUDA graphs (mode "reduce-overhead").
+        Two graphs result: the decode step (n = 1) and one for any block length n > 1; the
+        slot length is dynamic in both, every other shape static. The warm-up runs at start-up,
+        so no request pays for it; inductor's on-disk cache (`TORCHINDUCTOR_CACHE_DIR`) makes a
+        second start-up much faster. On CUDA the graphs are captured as CUDA graphs (mode
+        "reduce-overhead").
         """
         started = time.perf_counter()
         device = self.lm_head.weight.device
         mode = "reduce-overhead" if device.type == "cuda" else None
-        self._compiled = torch.compile(self._forward, mode=mode, fullgraph=True)
+        self._compiled = torch.compile(self.eager_forward, mode=mode, fullgraph=True)
         with torch.inference_mode():
             slot = self.new_slot(2 * SLOT_ROWS)
-            for n in (1, block, 2):  # the second block length makes n dynamic
+            for n in (1, block):
                 ids = torch.zeros(n, dtype=torch.long, device=device)
-                positions = torch.arange(n, device=device)
-                self._compiled(ids, positions, torch.tensor(0, device=device), slot)
+                self(ids, torch.arange(n, device=device), torch.tensor(0, device=device), slot)
         seconds = time.perf_counter() - started
         log.info("compiled the decode forward in %.1f s", seconds)
         return seconds
@@ -145,11 +150,16 @@ class TextDecoder(nn.Module):
         With `recorded`, each token's attention probabilities onto the video rows are counted
         too (LVSpec's attention relevance); that forward always runs eagerly.
         """
-        if self._compiled is not None and recorded is None:
+        if self._compiled is None or recorded is not None:
+            return self.eager_forward(token_ids, positions, start, slot, recorded)
+        if token_ids.shape[0] > 1:
+            torch._dynamo.mark_dynamic(token_ids, 0)  # one graph for every verify block length
+            torch._dynamo.mark_dynamic(positions, 0)
+        with torch._dynamo.config.patch(**_DYNAMO):
             return self._compiled(token_ids, positions, start, slot)
-        return self._forward(token_ids, positions, start, slot, recorded)
 
-    def _forward(self, token_ids, positions, start, slot: CacheSlot, recorded=None) -> torch.Tensor:
+    def eager_forward(self, token_ids, positions, start, slot: CacheSlot, recorded=None) -> torch.Tensor:
+        """`forward` without compilation (what runs when compile is off)."""
         n = token_ids.shape[0]
         rows = start + torch.arange(n, device=token_ids.device)  # [n] cache rows written
         # A query sees every row up to its own; rows past it hold stale entries or zeros.
@@ -171,13 +181,16 @@ class TextDecoder(nn.Module):
 
     def _attention(self, attn, x, cos, sin, rows, visible, keys, values, recorded):
         n = x.shape[1]
-        heads = lambda t: t.view(n, -1, self.head_dim).transpose(0, 1)  # noqa: E731  [heads, n, d]
-        q, k, v = heads(attn.q_proj(x)), heads(attn.k_proj(x)), heads(attn.v_proj(x))
+        # Head counts come from the weights (static even when n is symbolic; per rank under TP).
+        q_heads, kv_heads = attn.q_proj.weight.shape[0] // self.head_dim, keys.shape[0]
+        heads = lambda t, h: t.view(n, h, self.head_dim).transpose(0, 1)  # noqa: E731  [h, n, d]
+        q = heads(attn.q_proj(x), q_heads)
+        k, v = heads(attn.k_proj(x), kv_heads), heads(attn.v_proj(x), kv_heads)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         # The block's keys and values go to their rows first: each query attends to itself.
         keys.index_copy_(1, rows, k)  # [kv, L, d]
         values.index_copy_(1, rows, v)
-        groups = q.shape[0] // keys.shape[0]
+        groups = q_heads // kv_heads
         if recorded is None:
             out = F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=visible,
                                                  scale=self.scaling, enable_gqa=groups > 1)[0]

@@ -1,0 +1,134 @@
+"""What one decode-time forward costs, three ways (`specvid bench-forwards`).
+
+For each model of a pair, at the context a zoo caption prompt leaves after `generated` tokens:
+
+- `transformers`: the model's own forward over a `DynamicCache`, called as the `hf` peer calls it
+  (and as this engine did before it had its own decode forward);
+- `eager`: the project's decode forward (`models/decoder.py`) over a static cache slot;
+- `compiled`: the same forward after `torch.compile`.
+
+Rows give the median ms of a decode step (1 token) and of a verify block (k + 1 tokens); the
+summary gives c (draft step / target step) and verify / decode per way. The methods take turns
+in each timed round, so drift in the machine's speed falls on all three alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+from transformers import DynamicCache
+
+from specvid.models.adapter import VideoLLM
+from specvid.shapesworld.clips import make_clip
+from specvid.shapesworld.world import split_seeds
+
+WAYS = ("transformers", "eager", "compiled")
+
+
+def forward_rows(target: VideoLLM, draft: VideoLLM, k: int, generated: int, rounds: int,
+                 calls: int) -> tuple[list[dict], dict]:
+    """Rows {model, forward, tokens, context, <way>_ms} for both models, and the summary."""
+    rows = []
+    for role, model in (("target", target), ("draft", draft)):
+        context = _prompt_length(model) + generated
+        for forward, n in (("decode", 1), ("verify", k + 1)):
+            timers = _timers(model, context, n)
+            ms = _interleaved_ms(timers, rounds, calls)
+            rows.append({"model": role, "name": model.name, "forward": forward, "tokens": n,
+                         "context": context, **{f"{way}_ms": ms[way] for way in WAYS}})
+    return rows, summary(rows)
+
+
+def summary(rows: list[dict]) -> dict:
+    """Per way: c = draft decode / target decode, and verify / decode of each model."""
+    ms = {(r["model"], r["forward"]): r for r in rows}
+    out = {}
+    for way in WAYS:
+        key = f"{way}_ms"
+        out[way] = {
+            "c": ms["draft", "decode"][key] / ms["target", "decode"][key],
+            "target_verify_over_decode": ms["target", "verify"][key] / ms["target", "decode"][key],
+            "draft_verify_over_decode": ms["draft", "verify"][key] / ms["draft", "decode"][key],
+            "target_decode_speedup": ms["target", "decode"]["transformers_ms"] / ms["target", "decode"][key],
+            "draft_decode_speedup": ms["draft", "decode"]["transformers_ms"] / ms["draft", "decode"][key],
+        }
+    return out
+
+
+def _prompt_length(model: VideoLLM) -> int:
+    clip = make_clip(split_seeds("eval", 1)[0])
+    return len(model.build_prompt(clip.frames, clip.caption_prompt))
+
+
+def _timers(model: VideoLLM, context: int, n: int) -> dict[str, Callable[[], None]]:
+    """One call per way: n new tokens after `context` cached ones, the cache restored after."""
+    device = model.device
+    with torch.inference_mode():  # as the engine calls it: the compiled graphs guard on this
+        ids = torch.arange(3, 3 + n, device=device)
+        positions = torch.arange(context, context + n, device=device)
+        start = torch.tensor(context, device=device)
+        slot = model.decoder.new_slot(context + n)
+        cache = _synthetic_cache(model, context)
+    hf_positions = positions.expand(3, 1, n) if model.family == "qwen2_5_vl" else positions[None]
+
+    def transformers_call() -> None:
+        model.model(input_ids=ids[None], position_ids=hf_positions, cache=cache, use_cache=True,
+                    logits_to_keep=n)
+        cache.crop(context - cache.get_seq_length())
+
+    decoder = model.decoder
+    return {
+        "transformers": transformers_call,
+        "eager": lambda: decoder.eager_forward(ids, positions, start, slot),
+        "compiled": lambda: decoder(ids, positions, start, slot),
+    }
+
+
+def _synthetic_cache(model: VideoLLM, length: int) -> DynamicCache:
+    """A cache of `length` random keys and values (a step's cost does not depend on them)."""
+    text = model.model.config.get_text_config()
+    cache = DynamicCache(config=text)
+    head_dim = model.decoder.head_dim
+    for layer in range(text.num_hidden_layers):
+        keys = torch.randn(1, text.num_key_value_heads, length, head_dim, dtype=model.dtype, device=model.device)
+        cache.update(keys, torch.randn_like(keys), layer)
+    return cache
+
+
+def _interleaved_ms(timers: dict[str, Callable[[], None]], rounds: int, calls: int) -> dict[str, float]:
+    """Median ms per call of each timer; each round times `calls` calls of every way in turn."""
+    samples: dict[str, list[float]] = {way: [] for way in timers}
+    with torch.inference_mode():
+        for way, call in timers.items():  # warm-up
+            for _ in range(3):
+                call()
+        for _ in range(rounds):
+            for way, call in timers.items():
+                for _ in range(calls):
+                    started = time.perf_counter()
+                    call()
+                    samples[way].append(time.perf_counter() - started)
+    return {way: 1e3 * statistics.median(times) for way, times in samples.items()}
+
+
+def format_forwards(rows: list[dict], totals: dict) -> str:
+    from specvid.bench.cost_report import format_columns
+
+    columns = [
+        ("model", lambda r: f"{r['model']} ({r['name']})"),
+        ("forward", lambda r: f"{r['forward']} {r['tokens']}"),
+        ("context", lambda r: str(r["context"])),
+        *[(f"{way} ms", (lambda w: lambda r: f"{r[f'{w}_ms']:.2f}")(way)) for way in WAYS],
+        ("compiled x", lambda r: f"{r['transformers_ms'] / r['compiled_ms']:.2f}"),
+    ]
+    summary_columns = [
+        ("way", lambda r: r["way"]),
+        ("c", lambda r: f"{r['c']:.3f}"),
+        ("target verify / decode", lambda r: f"{r['target_verify_over_decode']:.2f}"),
+        ("draft verify / decode", lambda r: f"{r['draft_verify_over_decode']:.2f}"),
+    ]
+    summary_rows = [{"way": way, **figures} for way, figures in totals.items()]
+    return format_columns(rows, columns) + "\n\n" + format_columns(summary_rows, summary_columns)
