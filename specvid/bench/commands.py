@@ -184,7 +184,7 @@ def run_bench_forwards(args: argparse.Namespace) -> int:
 
     import torch
 
-    from specvid.bench.forwards import forward_rows, format_forwards
+    from specvid.bench.forwards import format_forwards, forward_rows
     from specvid.bench.report import write_json
     from specvid.config import ModelSpec
     from specvid.models.loader import load_model
