@@ -71,13 +71,18 @@ class TargetWorker(Worker):
     def prefill(self, request: PrefillRequest) -> PrefillResult:
         """Open a session and choose the first generated token.
 
-        Always the scored prefill, whether or not the scores are asked for, so every method
-        starts from the very same target computation (SpecVLM's output equals `ar`'s).
+        The attention-scored prefill (two forwards, the second eager) runs only for methods that
+        prune; the others prefill in one forward. Both compute the same cache up to float
+        rounding (~1e-6 in the logits), so SpecVLM's output equals `ar`'s as any two kernels do.
         """
         prompt = self._prompt(request)
         wants_embeddings = request.loose is not None and request.loose.relevance == "embedding"
         video = self.model.video_embeddings(prompt) if wants_embeddings else None
-        state, logits, scores = self.model.prefill_scored(prompt, video, reserve=request.reserved_rows)
+        if request.score_video:
+            state, logits, scores = self.model.prefill_scored(prompt, video, reserve=request.reserved_rows)
+        else:
+            state, logits = self.model.prefill(prompt, video_embeddings=video, reserve=request.reserved_rows)
+            scores = None
         session = self._open(request, prompt, state)
         if request.loose is not None:
             session.loose = self._loose_session(request, video)

@@ -203,7 +203,7 @@ class VideoLLM(ABC):
     ) -> tuple[DecodeState, torch.Tensor, torch.Tensor]:
         """`prefill`, plus one score per grid video token (SpecVLM stage I).
 
-        The prompt is prefilled in two parts: up to the last video placeholder, then the text
+        The prompt is prefilled in two parts (an unscored prefill runs one forward): up to the last video placeholder, then the text
         after it with eager attention, whose probabilities onto the video keys are averaged over
         heads and queries as each layer runs, and over layers at the end. Only [heads, text, L]
         probabilities of one layer exist at a time, never an L x L map.
@@ -215,10 +215,9 @@ class VideoLLM(ABC):
         rows, layout = self.context_layout(prompt, keep_video, positions)
         embeds = self._prompt_embeddings(prompt, video_embeddings)[rows]  # [L', hidden]
         next_position = int(layout.max()) + 1
-        # Split after the last video placeholder: the same two forwards whether or not scores are
-        # wanted, so a scored and an unscored prefill see the same cache.
-        is_video = prompt.input_ids[rows] == self.video_token_id
-        split = min(int(is_video.nonzero().max()) + 1 if is_video.any() else 0, len(rows) - 1)
+        # Scores need the text after the video as a forward of its own (eager, hooked); without
+        # them one forward reads the weights once instead of twice.
+        split = self._after_last_video(prompt.input_ids[rows]) if score_video else 0
         cache = DynamicCache(config=self.model.config.get_text_config())
         if split:
             head = slice(0, split)
@@ -233,6 +232,11 @@ class VideoLLM(ABC):
         for i, layer in enumerate(cache.layers):
             slot.write(i, layer.keys[0], layer.values[0])
         return DecodeState(slot, length, next_position - length, length), logits[-1], scores
+
+    def _after_last_video(self, input_ids: torch.Tensor) -> int:
+        """The row after the last video placeholder (at most the last row), 0 without video."""
+        is_video = input_ids == self.video_token_id
+        return min(int(is_video.nonzero().max()) + 1 if is_video.any() else 0, len(input_ids) - 1)
 
     def context_layout(
         self,
