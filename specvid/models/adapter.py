@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from specvid.errors import InvalidRequestError, TooLargeError
-from specvid.models.attention import VideoAttention
+from specvid.models.attention import VideoAttention, recording
 from specvid.models.decoder import CacheSlot, TextDecoder
 
 
@@ -222,7 +221,8 @@ class VideoLLM(ABC):
         if split:
             head = slice(0, split)
             self._forward(inputs_embeds=embeds[None, head], positions=layout[:, head], cache=cache, keep=1)
-        with self._video_attention(VideoAttention(prompt.video_index if score_video else None)) as recorded:
+        recorded = VideoAttention(prompt.video_index if score_video else None)
+        with recording(self.model.model.language_model, recorded, self._forward_lock):
             logits = self._forward(
                 inputs_embeds=embeds[None, split:], positions=layout[:, split:], cache=cache, keep=1
             )
@@ -252,28 +252,6 @@ class VideoLLM(ABC):
         if positions == "compact":
             return rows, torch.arange(len(rows), dtype=torch.long).expand(self._position_rows, len(rows))
         return rows, self.prompt_positions(prompt)[:, rows]
-
-    @contextmanager
-    def _video_attention(self, recorded: VideoAttention) -> Iterator[VideoAttention]:
-        """Record the attention probabilities onto the video keys in every language layer.
-
-        Switches the language model to eager attention for the duration (the only kernel that
-        yields probabilities), holding the forward lock so no other thread's forward sees it.
-        """
-        if recorded.video_keys is None:
-            yield recorded
-            return
-        language = self.model.model.language_model
-        with self._forward_lock:
-            previous = language.config._attn_implementation
-            language.config._attn_implementation = "eager"
-            handles = [layer.self_attn.register_forward_hook(recorded.hook) for layer in language.layers]
-            try:
-                yield recorded
-            finally:
-                for handle in handles:
-                    handle.remove()
-                language.config._attn_implementation = previous
 
     @torch.inference_mode()
     def extend(

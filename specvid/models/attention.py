@@ -8,9 +8,12 @@ prefill, and from the decode-time forward itself (`decoder.py`) for new tokens.
 
 from __future__ import annotations
 
-from typing import Optional
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
+from torch import nn
 
 
 class VideoAttention:
@@ -52,3 +55,26 @@ class VideoAttention:
             torch.distributed.all_reduce(reduced)
             total = reduced.cpu() / torch.distributed.get_world_size()
         return total.float()
+
+
+@contextmanager
+def recording(language_model: nn.Module, recorded: VideoAttention, lock: threading.RLock) -> Iterator[None]:
+    """Count every language layer's attention probabilities into `recorded` while open.
+
+    Switches the language model to eager attention for the duration (the only transformers
+    kernel that yields probabilities), holding `lock` (the model's forward lock) so no other
+    thread's forward sees the switch. Does nothing when `recorded` has no video keys.
+    """
+    if recorded.video_keys is None:
+        yield
+        return
+    with lock:
+        previous = language_model.config._attn_implementation
+        language_model.config._attn_implementation = "eager"
+        handles = [layer.self_attn.register_forward_hook(recorded.hook) for layer in language_model.layers]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            language_model.config._attn_implementation = previous
