@@ -3,8 +3,10 @@
 For each model of a pair, at the context a zoo caption prompt leaves after `generated` tokens:
 
 - `transformers`: the model's own forward over a `DynamicCache`, called as the `hf` peer calls it
-  (and as this engine did before it had its own decode forward);
-- `eager`: the project's decode forward (`models/decoder.py`) over a static cache slot;
+  (and as this engine did before it had its own decode forward), with the weights laid out as
+  transformers loads them;
+- `eager`: the project's decode forward (`models/decoder.py`) over a static cache slot, weights
+  column-major as `load_model` stores them on CPU;
 - `compiled`: the same forward after `torch.compile`.
 
 Rows give the median ms of a decode step (1 token) and of a verify block (k + 1 tokens); the
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
 from transformers import DynamicCache
 
 from specvid.models.adapter import VideoLLM
+from specvid.models.decoder import row_major_linears
 from specvid.shapesworld.clips import make_clip
 from specvid.shapesworld.world import split_seeds
 
@@ -36,7 +40,9 @@ def forward_rows(target: VideoLLM, draft: VideoLLM, k: int, generated: int, roun
         context = _prompt_length(model) + generated
         for forward, n in (("decode", 1), ("verify", k + 1)):
             timers = _timers(model, context, n)
-            ms = _interleaved_ms(timers, rounds, calls)
+            layouts = {"transformers": lambda: row_major_linears(model.model), "eager": nullcontext,
+                       "compiled": nullcontext}
+            ms = _interleaved_ms(timers, layouts, rounds, calls)
             rows.append({"model": role, "name": model.name, "forward": forward, "tokens": n,
                          "context": context, **{f"{way}_ms": ms[way] for way in WAYS}})
     return rows, summary(rows)
@@ -98,20 +104,25 @@ def _synthetic_cache(model: VideoLLM, length: int) -> DynamicCache:
     return cache
 
 
-def _interleaved_ms(timers: dict[str, Callable[[], None]], rounds: int, calls: int) -> dict[str, float]:
-    """Median ms per call of each timer; each round times `calls` calls of every way in turn."""
+def _interleaved_ms(timers: dict[str, Callable[[], None]], layouts: dict[str, Callable], rounds: int,
+                    calls: int) -> dict[str, float]:
+    """Median ms per call of each timer; each round times `calls` calls of every way in turn,
+    each inside its weight layout (set up untimed)."""
     samples: dict[str, list[float]] = {way: [] for way in timers}
     with torch.inference_mode():
-        for way, call in timers.items():  # warm-up
-            for _ in range(3):
-                call()
-        for _ in range(rounds):
+        for round_ in range(rounds + 1):
             for way, call in timers.items():
-                for _ in range(calls):
-                    started = time.perf_counter()
-                    call()
-                    samples[way].append(time.perf_counter() - started)
+                with layouts[way]():
+                    times = [_seconds(call) for _ in range(calls)]
+                if round_ > 0:  # round 0 warms up
+                    samples[way].extend(times)
     return {way: 1e3 * statistics.median(times) for way, times in samples.items()}
+
+
+def _seconds(call: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def format_forwards(rows: list[dict], totals: dict) -> str:

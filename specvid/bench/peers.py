@@ -25,6 +25,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from specvid.decoding.stats import SpecStats
 from specvid.models.adapter import VideoLLM
+from specvid.models.decoder import row_major_linears
 from specvid.pipeline import sampled_fps
 from specvid.video import DecodedVideo
 
@@ -56,7 +57,16 @@ def hf_generate(
 ) -> tuple[list[int], SpecStats]:
     """transformers' greedy `generate` on `model` (assisted by `assistant` if given): the tokens
     before the first stop token, and the stats the other rows report (prefill to the first token,
-    decode after it; rounds and accepted drafts when assisted)."""
+    decode after it; rounds and accepted drafts when assisted).
+
+    The weights are laid out as transformers loads them for the call (the engine stores them
+    column-major on CPU, `models/decoder.py`), re-laid untimed before and after.
+    """
+    with row_major_linears(model.model), row_major_linears(assistant.model if assistant else torch.nn.Module()):
+        return _generate(model, video, prompt, max_tokens, assistant, num_draft_tokens)
+
+
+def _generate(model, video, prompt, max_tokens, assistant, num_draft_tokens) -> tuple[list[int], SpecStats]:
     started = time.perf_counter()
     built = model.build_prompt(video.frames, prompt, sampled_fps(video))
     ids = built.input_ids[None].to(model.device)

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +63,36 @@ class CacheSlot:
         n = keys.shape[1]
         self.keys[layer][:, :n].copy_(keys)
         self.values[layer][:, :n].copy_(values)
+
+
+def column_major_linears(module: nn.Module) -> int:
+    """Store every plain `nn.Linear` weight under `module` transposed in memory; returns how many.
+
+    Same values and shape, only the strides change: `weight` becomes the transpose of a
+    contiguous [in, out] tensor. On CPU a one-row matmul (a decode step) streams such a weight
+    2-3x faster than the usual [out, in] layout (measured in docs/models.md); prefill gemms do
+    not slow down. Sharded projections (not plain `nn.Linear`) are left alone.
+    """
+    count = 0
+    for linear in module.modules():
+        if type(linear) is nn.Linear and linear.weight.is_contiguous():
+            linear.weight.data = linear.weight.data.t().contiguous().t()
+            count += 1
+    return count
+
+
+@contextmanager
+def row_major_linears(module: nn.Module) -> Iterator[None]:
+    """Weights laid out as transformers loads them while open (for peers that are timed as
+    users would run them), column-major again after."""
+    changed = [linear for linear in module.modules() if type(linear) is nn.Linear and not linear.weight.is_contiguous()]
+    for linear in changed:
+        linear.weight.data = linear.weight.data.contiguous()
+    try:
+        yield
+    finally:
+        for linear in changed:
+            linear.weight.data = linear.weight.data.t().contiguous().t()
 
 
 def slot_rows(needed: int) -> int:

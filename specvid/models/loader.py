@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoTokenizer
 from specvid.config import ModelSpec
 from specvid.errors import ModelLoadError
 from specvid.models.adapter import VideoLLM
+from specvid.models.decoder import column_major_linears
 from specvid.models.llava_onevision import LlavaOnevisionAdapter
 from specvid.models.qwen2_5_vl import Qwen2_5_VLAdapter
 from specvid.models.registry import RANDOM_MODELS, builtin_names, zoo_checkpoint
@@ -30,9 +31,14 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def load_model(spec: Union[ModelSpec, str]) -> VideoLLM:
-    """Load the model a spec names, wrap it in its family's adapter, and compile it if asked."""
+    """Load the model a spec names, wrap it in its family's adapter, and ready it for decoding:
+    on CPU the language model's weights are stored column-major (`column_major_linears`), and
+    the decode forward is compiled if the spec asks."""
     spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
     adapter = _load(spec)
+    if adapter.device.type == "cpu":
+        column_major_linears(adapter.model.model.language_model)
+        column_major_linears(adapter.model.lm_head)
     if spec.compile:
         adapter.compile()
     return adapter

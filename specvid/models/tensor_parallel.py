@@ -77,6 +77,8 @@ def shard_language_model(adapter: VideoLLM, tp_size: int, backend: Optional[str]
     except ImportError as e:
         raise ModelLoadError("tensor parallelism needs DeepSpeed: pip install 'specvid[serve]'") from e
 
+    for param in adapter.model.parameters():  # AutoTP slices weights as transformers lays them out
+        param.data = param.data.contiguous()
     deepspeed.init_distributed(dist_backend=backend or default_backend(str(adapter.device)))
     engine = deepspeed.init_inference(
         adapter.model,

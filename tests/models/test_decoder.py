@@ -7,7 +7,7 @@ import torch
 
 from specvid.config import ModelSpec
 from specvid.engine import LocalEngine
-from specvid.models.decoder import SLOT_ROWS, slot_rows
+from specvid.models.decoder import SLOT_ROWS, column_major_linears, row_major_linears, slot_rows
 from specvid.models.loader import load_model
 from tests.helpers import FAMILIES, random_frames, random_video
 
@@ -70,3 +70,21 @@ def test_compiled_decoding_equals_eager(random_models):
         request = {"video": "unused", "prompt": "Describe the motion.", "decoding": {"method": method},
                    "sampling": {"max_tokens": 24, "ignore_eos": True}}
         assert compiled.generate(request, video=video).token_ids == eager.generate(request, video=video).token_ids
+
+
+def test_cpu_models_load_with_column_major_linears_and_peers_can_borrow_the_usual_layout(random_models):
+    adapter = random_models["qwen"][0]
+    q_proj = adapter.model.model.language_model.layers[0].self_attn.q_proj
+    out_features, in_features = q_proj.weight.shape
+    assert q_proj.weight.stride() == (1, out_features)  # the transpose of a contiguous [in, out]
+    values = q_proj.weight.detach().clone()
+    prompt = adapter.build_prompt(random_frames(6), "What is red?")
+    state, _ = adapter.prefill(prompt)
+    column = adapter.extend(state, [9, 10, 11])
+    adapter.crop(state, len(prompt))
+    with row_major_linears(adapter.model):
+        assert q_proj.weight.is_contiguous() and torch.equal(q_proj.weight, values)
+        row = adapter.extend(state, [9, 10, 11])
+    assert q_proj.weight.stride() == (1, out_features) and torch.equal(q_proj.weight, values)
+    assert torch.allclose(column, row, atol=TOL)
+    assert column_major_linears(adapter.model.model.language_model) == 0  # already laid out
