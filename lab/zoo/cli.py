@@ -3,6 +3,7 @@
     python -m lab.zoo train --pair qwen-tiny                 # resumable, on this CPU
     python -m lab.zoo diagnose --model qwen-tiny --clips 40  # where a target's lookups fail
     python -m lab.zoo letter-drill --model qwen-tiny         # can the architecture copy letters?
+    python -m lab.zoo distill --pair qwen-tiny --steps 600   # a draft distilled from its target
 
 These are experiments, not part of the installed `specvid` command; `specvid zoo eval` measures
 what they produce. Their history and figures: `lab/zoo/HISTORY.md`, `docs/zoo.md`.
@@ -36,6 +37,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "train a fresh model of a zoo architecture on naming multiple-choice letters alone (text only)",
         _add_letter_drill_args,
         run_letter_drill,
+    )
+    add_command(
+        commands,
+        "distill",
+        "a draft with the target's frozen vision tower, distilled from the target's logits; then its card",
+        _add_distill_args,
+        run_distill,
     )
     return run_command(parser, argv)
 
@@ -169,3 +177,44 @@ def run_letter_drill(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump({"model": args.model, "batch_size": args.batch_size, "lr": args.lr, "records": records}, f, indent=2)
     return 0
+
+
+def _add_distill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pair", required=True, help="qwen-tiny or llava-tiny")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--kl-weight", type=float, default=1.0, help="weight of KL(target || draft) beside the CE")
+    p.add_argument("--out-dir", default=".zoo-work/distilled", help="export the draft into DIR/<pair>-draft")
+    p.add_argument("--clips", type=int, default=40, help="held-out clips of the card measured afterwards")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one TrainConfig setting, e.g. batch_size=8")
+    p.add_argument("--json", default=None, help="also write the card's figures to this JSON file")
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from lab.zoo.distill import distill_draft
+    from lab.zoo.train import TrainConfig, with_overrides
+    from specvid.bench.card import eval_seeds, evaluate_pair
+    from specvid.config import ModelSpec
+    from specvid.models.loader import load_model
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = with_overrides(TrainConfig(steps=args.steps, seed=args.seed, bf16_autocast=False), args.overrides)
+    started = time.time()
+
+    def progress(step: int, total: int, kl: float, ce: float) -> None:
+        if step % 20 == 0 or step == total:
+            print(f"step {step}/{total}  kl {kl:.3f}  ce {ce:.3f}  {time.time() - started:.0f} s", flush=True)
+
+    path = distill_draft(args.pair, cfg, Path(args.out_dir), args.kl_weight, progress)
+    target = load_model(ModelSpec(name=args.pair, compile=True))
+    draft = load_model(ModelSpec(name=str(path), compile=True))
+    figures = evaluate_pair(target, draft, eval_seeds(args.clips))
+    figures = {"pair": args.pair, "draft": str(path), "steps": args.steps,
+               "train_minutes": (time.time() - started) / 60, **figures}
+    return print_figures(figures, args.json)

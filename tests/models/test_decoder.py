@@ -7,7 +7,12 @@ import torch
 
 from specvid.config import ModelSpec
 from specvid.engine import LocalEngine
-from specvid.models.decoder import SLOT_ROWS, column_major_linears, row_major_linears, slot_rows
+from specvid.models.decoder import (
+    SLOT_ROWS,
+    column_major_linears,
+    row_major_linears,
+    slot_rows,
+)
 from specvid.models.loader import load_model
 from tests.helpers import FAMILIES, random_frames, random_video
 
