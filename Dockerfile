@@ -18,6 +18,10 @@ ENV HF_HUB_OFFLINE=1 \
     RAY_USAGE_STATS_ENABLED=0 \
     PYTHONDONTWRITEBYTECODE=1
 
+# A C++ compiler: `compile: true` models build their decode forward with inductor at start-up.
+USER root
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
+USER 1000
 WORKDIR /home/ray/specvid
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
 # Dependencies first (a layer that changes only with pyproject.toml), then the sources.

@@ -141,7 +141,8 @@ class TextDecoder(nn.Module):
     # ---- compilation ------------------------------------------------------------------------
 
     def compile(self, block: int = 6) -> float:
-        """Compile the forward and warm it up on a 1-token step and on blocks; returns seconds.
+        """Compile the forward and warm it up on a 1-token step and on blocks; returns seconds
+        (0 if compilation failed: the forward then stays eager, logged as a warning).
 
         Two graphs result: the decode step (n = 1) and one for any block length n > 1; the
         slot length is dynamic in both, every other shape static. The warm-up runs at start-up,
@@ -153,11 +154,17 @@ class TextDecoder(nn.Module):
         device = self.lm_head.weight.device
         mode = "reduce-overhead" if device.type == "cuda" else None
         self._compiled = torch.compile(self.eager_forward, mode=mode, fullgraph=True)
-        with torch.inference_mode():
-            slot = self.new_slot(2 * SLOT_ROWS)
-            for n in (1, block):
-                ids = torch.zeros(n, dtype=torch.long, device=device)
-                self(ids, torch.arange(n, device=device), torch.tensor(0, device=device), slot)
+        try:
+            with torch.inference_mode():
+                slot = self.new_slot(2 * SLOT_ROWS)
+                for n in (1, block):
+                    ids = torch.zeros(n, dtype=torch.long, device=device)
+                    self(ids, torch.arange(n, device=device), torch.tensor(0, device=device), slot)
+        except Exception as e:  # e.g. no C++ compiler on the machine: decode eagerly instead
+            self._compiled = None
+            log.warning("could not compile the decode forward (%s: %s); decoding runs eagerly, with the "
+                        "same output", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            return 0.0
         seconds = time.perf_counter() - started
         log.info("compiled the decode forward in %.1f s", seconds)
         return seconds

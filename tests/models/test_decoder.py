@@ -93,3 +93,18 @@ def test_cpu_models_load_with_column_major_linears_and_peers_can_borrow_the_usua
     assert q_proj.weight.stride() == (1, out_features) and torch.equal(q_proj.weight, values)
     assert torch.allclose(column, row, atol=TOL)
     assert column_major_linears(adapter.model.model.language_model) == 0  # already laid out
+
+
+def test_a_failed_compilation_leaves_the_forward_eager(random_models, monkeypatch, caplog):
+    adapter = load_model("random-llava-draft")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: broken)
+    assert adapter.compile() == 0.0
+    assert not adapter.decoder.compiled
+    assert "decoding runs eagerly" in caplog.text
+    prompt = adapter.build_prompt(random_frames(7), "Any shapes?")
+    state, _ = adapter.prefill(prompt)
+    assert adapter.extend(state, [4, 5]).shape[0] == 2
