@@ -9,9 +9,9 @@ sequence decodes. Hence:
 
 - a rejected draft costs nothing: crop only moves the length back; stale rows past it are
   masked, then overwritten;
-- the forward compiles (`torch.compile`) into one graph per block shape with no
-  transformers-side Python left per step; the slot length is a dynamic dimension, so a new
-  request of another length reuses the graph.
+- the forward compiles (`torch.compile`) into two graphs, the one-token step and any longer
+  block, with no transformers-side Python left per step; the slot length is a dynamic
+  dimension, so a request of another length reuses them.
 
 Terms: a *block* is the n new tokens of one call (1 for a decode step, k + 1 for a verify);
 `start` is the cache row of its first token; `positions` are their rotary positions.
@@ -53,10 +53,6 @@ class CacheSlot:
     @property
     def max_len(self) -> int:
         return self.keys[0].shape[1]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.keys + self.values)
 
     def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Copy [kv_heads, n, head_dim] keys and values into rows 0..n-1 (after a prefill)."""
