@@ -22,8 +22,8 @@ from contextlib import nullcontext
 from typing import Callable
 
 import torch
-from transformers import DynamicCache
 
+from specvid.bench.cost import Forwards, crop_to
 from specvid.models.adapter import VideoLLM
 from specvid.models.decoder import row_major_linears
 from specvid.shapesworld.clips import make_clip
@@ -77,13 +77,14 @@ def _timers(model: VideoLLM, context: int, n: int) -> dict[str, Callable[[], Non
         positions = torch.arange(context, context + n, device=device)
         start = torch.tensor(context, device=device)
         slot = model.decoder.new_slot(context + n)
-        cache = _synthetic_cache(model, context)
+        # A step's cost does not depend on the cached values: random ones, as bench-cost uses.
+        cache = Forwards(model.model, model.family, device, model.dtype, seed=0).synthetic_cache(context)
     hf_positions = positions.expand(3, 1, n) if model.family == "qwen2_5_vl" else positions[None]
 
     def transformers_call() -> None:
         model.model(input_ids=ids[None], position_ids=hf_positions, cache=cache, use_cache=True,
                     logits_to_keep=n)
-        cache.crop(context - cache.get_seq_length())
+        crop_to(cache, context)
 
     decoder = model.decoder
     return {
@@ -91,17 +92,6 @@ def _timers(model: VideoLLM, context: int, n: int) -> dict[str, Callable[[], Non
         "eager": lambda: decoder.eager_forward(ids, positions, start, slot),
         "compiled": lambda: decoder(ids, positions, start, slot),
     }
-
-
-def _synthetic_cache(model: VideoLLM, length: int) -> DynamicCache:
-    """A cache of `length` random keys and values (a step's cost does not depend on them)."""
-    text = model.model.config.get_text_config()
-    cache = DynamicCache(config=text)
-    head_dim = model.decoder.head_dim
-    for layer in range(text.num_hidden_layers):
-        keys = torch.randn(1, text.num_key_value_heads, length, head_dim, dtype=model.dtype, device=model.device)
-        cache.update(keys, torch.randn_like(keys), layer)
-    return cache
 
 
 def _interleaved_ms(timers: dict[str, Callable[[], None]], layouts: dict[str, Callable], rounds: int,

@@ -72,9 +72,14 @@ def column_major_linears(module: nn.Module) -> int:
     count = 0
     for linear in module.modules():
         if type(linear) is nn.Linear and linear.weight.is_contiguous():
-            linear.weight.data = linear.weight.data.t().contiguous().t()
+            linear.weight.data = _column_major(linear.weight.data)
             count += 1
     return count
+
+
+def _column_major(weight: torch.Tensor) -> torch.Tensor:
+    """The same [out, in] values, stored as the transpose of a contiguous [in, out] tensor."""
+    return weight.t().contiguous().t()
 
 
 @contextmanager
@@ -88,7 +93,7 @@ def row_major_linears(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         for linear in changed:
-            linear.weight.data = linear.weight.data.t().contiguous().t()
+            linear.weight.data = _column_major(linear.weight.data)
 
 
 def slot_rows(needed: int) -> int:
