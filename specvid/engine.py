@@ -20,6 +20,7 @@ from specvid.config import (
     VideoSampling,
     parse,
 )
+from specvid.decoding.batching import Batcher
 from specvid.decoding.draft import DraftWorker
 from specvid.decoding.loop import Drafter, Verifier
 from specvid.decoding.stats import SpecStats
@@ -39,18 +40,39 @@ from specvid.video import DecodedVideo
 
 
 class _InProcess:
-    """A worker's methods as coroutines, so the loop drives local workers like remote ones."""
+    """A worker's methods as coroutines, so the loop drives local workers like remote ones.
 
-    def __init__(self, worker: Any):
+    `propose` and `verify` of concurrent requests go through a `Batcher`: requests decoding at
+    the same time share each forward (`LocalEngine` serves `asyncio.gather` of many requests).
+    """
+
+    def __init__(self, worker: Any, max_batch: int):
         self._worker = worker
+        self._batched = {
+            name: Batcher(_inline(getattr(worker, f"{name}_many")), max_batch)
+            for name in ("propose", "verify")
+            if hasattr(worker, f"{name}_many")
+        }
 
     def __getattr__(self, name: str):
+        if name in self._batched:
+            batcher = self._batched[name]
+            return lambda *args: batcher(args)
         method = getattr(self._worker, name)
 
         async def call(*args):
             return method(*args)
 
         return call
+
+
+def _inline(run_many):
+    """A batched worker call run on the event loop itself: in-process, the forward is the work."""
+
+    async def run(calls):
+        return run_many(calls)
+
+    return run
 
 
 class LocalEngine:
@@ -65,6 +87,7 @@ class LocalEngine:
         video_limits: VideoLimits = VideoLimits(),
         limits: Limits = Limits(),
         max_sessions: int = 64,
+        max_batch: int = 16,
     ):
         if draft is not None:
             check_pair(target, draft)
@@ -72,6 +95,8 @@ class LocalEngine:
         self.sources, self.video_limits, self.limits = sources, video_limits, limits
         self.target_worker = TargetWorker(target, max_sessions)
         self.draft_worker = DraftWorker(draft, max_sessions) if draft is not None else None
+        self._drafter = _InProcess(self.draft_worker, max_batch) if draft is not None else None
+        self._verifier = _InProcess(self.target_worker, max_batch)
 
     @classmethod
     def from_specs(
@@ -98,8 +123,7 @@ class LocalEngine:
         return await asyncio.to_thread(self.load_video, request.video, request.video_sampling)
 
     def workers(self, request_id: str, video: DecodedVideo, uses_draft: bool) -> tuple[Optional[Drafter], Verifier]:
-        drafter = _InProcess(self.draft_worker) if uses_draft else None
-        return drafter, _InProcess(self.target_worker)
+        return (self._drafter if uses_draft else None), self._verifier
 
     async def decode_text(self) -> Callable[[list[int]], str]:
         return self.target.decode

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
 
 import torch
 
 from specvid.decoding.sampling import choose_token
-from specvid.decoding.session import Commit, PrefillRequest, Proposal, VideoKeep, Worker
-from specvid.errors import InvalidRequestError
+from specvid.decoding.session import (
+    Commit,
+    PrefillRequest,
+    Proposal,
+    Session,
+    VideoKeep,
+    Worker,
+    returned,
+)
+from specvid.errors import InvalidRequestError, SpecVidError
 
 
 class DraftWorker(Worker):
@@ -34,17 +43,55 @@ class DraftWorker(Worker):
     def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         """Up to k tokens continuing the committed sequence: fewer if the draft ends with EOS, or,
         with adaptive length, after a token it was not confident of."""
-        session = self.sessions.get(request_id)
-        logits = self._feed(session, self._sync(session, commit))[-1]
-        tokens, probs = [], []
-        for i in range(k):
-            token, prob = choose_token(logits, session.sampling, session.generator)
-            tokens.append(token)
-            probs.append(prob)
-            if i == k - 1 or token in self.model.eos_token_ids or _unsure(session, logits, token, prob):
-                break
-            logits = self._feed(session, [token])[-1]
-        return Proposal(tuple(tokens), None if session.sampling.greedy else torch.stack(probs))
+        return returned(self.propose_many([(request_id, commit, k)])[0])
+
+    def propose_many(self, calls: Sequence[tuple[str, Commit, int]]) -> list[Union[Proposal, SpecVidError]]:
+        """`propose` for several requests: each draft step is one forward over the requests
+        still drafting. A request that cannot go on gets its error in its place of the list."""
+        results: list = [None] * len(calls)
+        rounds: list[_Round] = []
+        blocks: list[list[int]] = []
+        for i, (request_id, commit, k) in enumerate(calls):
+            try:
+                session = self.sessions.get(request_id)
+                block = self._sync(session, commit)
+                self.model.make_room(session.state, len(block) + k - 1)  # the round's last token is not fed
+            except SpecVidError as error:
+                results[i] = error
+                continue
+            rounds.append(_Round(i, session, k))
+            blocks.append(block)
+        while rounds:
+            logits = self._feed_many([r.session for r in rounds], blocks)
+            drafting = []
+            for r, block_logits in zip(rounds, logits):
+                if r.choose(block_logits[-1], self.model.eos_token_ids):
+                    drafting.append(r)
+                else:
+                    results[r.index] = r.proposal()
+            rounds, blocks = drafting, [[r.tokens[-1]] for r in drafting]
+        return results
+
+
+@dataclass
+class _Round:
+    """One request's proposal as it is drafted."""
+
+    index: int  # in the batch of calls
+    session: Session
+    k: int
+    tokens: list[int] = field(default_factory=list)
+    probs: list[torch.Tensor] = field(default_factory=list)
+
+    def choose(self, logits: torch.Tensor, eos: frozenset[int]) -> bool:
+        """Draw the next token from the draft's logits [vocab]; whether the round drafts on."""
+        token, prob = choose_token(logits, self.session.sampling, self.session.generator)
+        self.tokens.append(token)
+        self.probs.append(prob)
+        return len(self.tokens) < self.k and token not in eos and not _unsure(self.session, logits, token, prob)
+
+    def proposal(self) -> Proposal:
+        return Proposal(tuple(self.tokens), None if self.session.sampling.greedy else torch.stack(self.probs))
 
 
 def _unsure(session, logits: torch.Tensor, token: int, prob: Optional[torch.Tensor]) -> bool:

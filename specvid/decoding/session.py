@@ -178,11 +178,19 @@ class Worker:
         del session.cached[agree:]
         return session.committed[agree:]
 
-    def _feed(self, session: Session, tokens: list[int]) -> torch.Tensor:
-        """Extend the cache by `tokens`; return their logits."""  # [len(tokens), vocab]
-        logits = self.model.extend(session.state, tokens)
-        session.cached.extend(tokens)
-        return logits
+    def _feed_many(self, sessions: list[Session], blocks: list[list[int]]) -> list[torch.Tensor]:
+        """Extend each session's cache by its block, all in one forward; return their logits."""
+        logits = self.model.extend_many([session.state for session in sessions], blocks)
+        for session, block in zip(sessions, blocks):
+            session.cached.extend(block)
+        return logits  # per session [len(block), vocab]
+
+
+def returned(result):
+    """A batched call's entry for one request: its result, or its error raised."""
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

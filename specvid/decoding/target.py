@@ -8,7 +8,7 @@ of the shift rule all live in the target's session.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +30,10 @@ from specvid.decoding.session import (
     Proposal,
     Session,
     Worker,
+    returned,
 )
 from specvid.decoding.strict import TokenClasses, strict_positions
+from specvid.errors import SpecVidError
 
 # Committed tokens the loose rule looks back at: the open word and the repetition guard.
 CONTEXT_TOKENS = 8
@@ -97,37 +99,76 @@ class TargetWorker(Worker):
 
     def verify(self, request_id: str, commit: Commit, proposal: Proposal) -> Verdict:
         """Score the pending token plus the k drafts in one forward; apply the acceptance rule."""
-        session = self.sessions.get(request_id)
+        return returned(self.verify_many([(request_id, commit, proposal)])[0])
+
+    def verify_many(self, calls: Sequence[tuple[str, Commit, Proposal]]) -> list[Union[Verdict, SpecVidError]]:
+        """`verify` for several requests, their blocks in one forward of the target.
+
+        A request that cannot go on (its session lost, its context full) gets its error in its
+        place of the list; the others are verified as if each were alone.
+        """
+        results: list = [None] * len(calls)
+        batch: list[tuple[int, Session, list[int], Proposal]] = []
+        for i, (request_id, commit, proposal) in enumerate(calls):
+            try:
+                session = self.sessions.get(request_id)
+                tokens = self._sync(session, commit) + list(proposal.tokens)
+                if session.loose is not None and proposal.tokens and session.loose.rule.relevance == "attention":
+                    results[i] = self._verify_with_video_mass(session, tokens, proposal)
+                    continue
+                self.model.make_room(session.state, len(tokens))
+            except SpecVidError as error:
+                results[i] = error
+                continue
+            batch.append((i, session, tokens, proposal))
+        if batch:
+            logits = self._feed_many([b[1] for b in batch], [b[2] for b in batch])
+            for (i, session, _, proposal), block in zip(batch, logits):
+                results[i] = self._judge(session, block, proposal)
+        return results
+
+    def _verify_with_video_mass(self, session: Session, tokens: list[int], proposal: Proposal) -> Verdict:
+        """LVSpec with attention relevance: the verify forward also measures each query's
+        attention on the video (an eager forward of its own)."""
+        logits, mass = self.model.extend_with_video_mass(session.state, tokens, session.prompt.video_index)
+        session.cached.extend(tokens)
+        k = len(proposal.tokens)
+        return self._judge(session, logits, proposal, video_mass=mass[-(k + 1) : -1])
+
+    def _judge(
+        self,
+        session: Session,
+        logits: torch.Tensor,  # [n, vocab], the block's last k + 1 rows score the proposal
+        proposal: Proposal,
+        video_mass: Optional[torch.Tensor] = None,  # [k] the query before each drafted position
+    ) -> Verdict:
+        """The acceptance rule of the session on the target's logits of one verify block."""
         drafts = list(proposal.tokens)
-        tokens = self._sync(session, commit) + drafts
-        if session.loose is not None and drafts:
-            return self._verify_loosely(session, tokens, drafts)
-        logits = self._feed(session, tokens)[-(len(drafts) + 1) :]  # [k+1, vocab]
+        logits = logits[-(len(drafts) + 1) :]  # [k+1, vocab]
         draft_tokens = torch.tensor(drafts, dtype=torch.long)  # [k]
+        if session.loose is not None and drafts:
+            return self._judge_loosely(session, logits, draft_tokens, video_mass)
         if session.sampling.greedy:
             return greedy_accept(logits, draft_tokens)
         target_probs = logits_to_probs(logits, session.sampling)  # [k+1, vocab]
         draft_probs = _match_vocab(proposal.probs, target_probs.shape[-1], len(drafts))
         return rejection_accept(target_probs, draft_tokens, draft_probs, session.generator)
 
-    def _verify_loosely(self, session: Session, tokens: list[int], drafts: list[int]) -> Verdict:
+    def _judge_loosely(
+        self,
+        session: Session,
+        logits: torch.Tensor,  # [k+1, vocab]
+        draft_tokens: torch.Tensor,  # [k]
+        video_mass: Optional[torch.Tensor],  # [k]
+    ) -> Verdict:
         """LVSpec: rank the block's positions, mark the strict ones, accept loosely around them."""
         loose: _LooseSession = session.loose
-        k = len(drafts)
-        video_mass = None
-        if loose.rule.relevance == "attention":
-            video_keys = session.prompt.video_index
-            logits, mass = self.model.extend_with_video_mass(session.state, tokens, video_keys)
-            session.cached.extend(tokens)
-            video_mass = mass[-(k + 1) : -1]  # the query before each drafted position
-        else:
-            logits = self._feed(session, tokens)
-        logits = logits[-(k + 1) :]  # [k+1, vocab]
-        draft_tokens = torch.tensor(drafts, dtype=torch.long)  # [k]
+        k = draft_tokens.numel()
         target_tokens = logits[:k].argmax(-1)  # [k]
         context = session.committed[-CONTEXT_TOKENS:]
         anchors = anchor_mask(loose.position_scores(draft_tokens, target_tokens, video_mass), loose.rule.lam)
-        strict = strict_positions(self._token_classes(), drafts, target_tokens.tolist(), anchors, context)
+        strict = strict_positions(self._token_classes(), draft_tokens.tolist(), target_tokens.tolist(),
+                                  anchors, context)
         verdict = loose_accept(
             logits,
             draft_tokens,

@@ -152,21 +152,16 @@ class VideoLLM(ABC):
         return text_tokens + self.video_placeholders(num_frames, width, height)
 
     def text_after_video(self, prompt: str) -> list[int]:
-        """Token ids a single-question prompt holds after its last video placeholder.
-
-        The question and the assistant header; what comes before is the same for every
-        question about one video (the lab's training packs questions that share it).
-        """
+        """Token ids a single-question prompt holds after its last video placeholder: the
+        question and the assistant header (the lab packs questions that share the video)."""
         ids = self.tokenizer(self._prompt_text(prompt, 1))["input_ids"]
         return ids[ids.index(self.video_token_id) + 1 :]
 
     # ---- decoding ---------------------------------------------------------------------------
 
     def video_features(self, prompt: VideoPrompt) -> torch.Tensor:
-        """Projected embeddings of the video token grid in (t, h, w) order, with gradients.
-
-        For training the vision tower; decoding uses `video_embeddings`.
-        """  # [t*h*w, hidden]
+        """Projected embeddings of the video token grid in (t, h, w) order, with gradients
+        (for training the vision tower; decoding uses `video_embeddings`)."""  # [t*h*w, hidden]
         t, h, w = prompt.video_grid
         return self._video_embeddings(prompt.vision_inputs)[: t * h * w]
 
@@ -202,7 +197,7 @@ class VideoLLM(ABC):
     ) -> tuple[DecodeState, torch.Tensor, torch.Tensor]:
         """`prefill`, plus one score per grid video token (SpecVLM stage I).
 
-        The prompt is prefilled in two parts (an unscored prefill runs one forward): up to the last video placeholder, then the text
+        The prompt is prefilled in two parts: up to the last video placeholder, then the text
         after it with eager attention, whose probabilities onto the video keys are averaged over
         heads and queries as each layer runs, and over layers at the end. Only [heads, text, L]
         probabilities of one layer exist at a time, never an L x L map.
@@ -259,11 +254,7 @@ class VideoLLM(ABC):
     ) -> torch.Tensor:
         """Append tokens to the cache; return the logits after each of them."""  # [n, vocab]
         n = len(token_ids)
-        if n == 0:
-            raise ValueError("extend needs at least one token")
-        self._check_context(state.length + state.position_offset + n)
-        if state.length + n > state.slot.max_len:
-            state.slot = self.decoder.grown(state.slot, state.length + n, state.length)
+        self.make_room(state, n)
         device = self.device
         start = torch.tensor(state.length, device=device)
         positions = torch.arange(state.length, state.length + n, device=device) + state.position_offset
@@ -272,6 +263,37 @@ class VideoLLM(ABC):
             logits = self.decoder(ids, positions, start, state.slot, recorded)
         state.length += n
         return logits
+
+    @torch.inference_mode()
+    def extend_many(self, states: Sequence[DecodeState], blocks: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """`extend` of several sequences in one forward; logits [len(block), vocab] per sequence.
+        Callers check each block with `make_room` first, so one refused sequence spoils no other."""
+        if len(states) == 1:
+            return [self.extend(states[0], blocks[0])]
+        n = max(len(block) for block in blocks)
+        for state in states:
+            self._fit(state, n)  # blocks are padded to the longest with token 0
+        device = self.device
+        ids = torch.tensor([list(b) + [0] * (n - len(b)) for b in blocks], dtype=torch.long, device=device)
+        starts = torch.tensor([state.length for state in states], device=device)  # [B]
+        offsets = torch.tensor([state.position_offset for state in states], device=device)
+        positions = (starts + offsets)[:, None] + torch.arange(n, device=device)  # [B, n]
+        with self._forward_lock:
+            logits = self.decoder.forward_batch(ids, positions, starts, tuple(s.slot for s in states))
+        for state, block in zip(states, blocks):
+            state.length += len(block)
+        return [logits[j, : len(block)] for j, block in enumerate(blocks)]
+
+    def make_room(self, state: DecodeState, n: int) -> None:
+        """Check that n more tokens fit the model's context, and grow the slot if they need it."""
+        if n == 0:
+            raise ValueError("extend needs at least one token")
+        self._check_context(state.length + state.position_offset + n)
+        self._fit(state, n)
+
+    def _fit(self, state: DecodeState, n: int) -> None:
+        if state.length + n > state.slot.max_len:
+            state.slot = self.decoder.grown(state.slot, state.length + n, state.length)
 
     @torch.inference_mode()
     def extend_with_video_mass(

@@ -189,61 +189,85 @@ class TextDecoder(nn.Module):
         With `recorded`, each token's attention probabilities onto the video rows are counted
         too (LVSpec's attention relevance); that forward always runs eagerly.
         """
+        token_ids, positions, starts = token_ids[None], positions[None], start[None]  # a batch of one
         if self._compiled is None or recorded is not None:
-            return self.eager_forward(token_ids, positions, start, slot, recorded)
-        if token_ids.shape[0] > 1:
-            torch._dynamo.mark_dynamic(token_ids, 0)  # one graph for every verify block length
-            torch._dynamo.mark_dynamic(positions, 0)
+            return self.eager_forward(token_ids, positions, starts, (slot,), recorded)[0]
+        if token_ids.shape[1] > 1:
+            torch._dynamo.mark_dynamic(token_ids, 1)  # one graph for every verify block length
+            torch._dynamo.mark_dynamic(positions, 1)
         with torch._dynamo.config.patch(**_DYNAMO):
-            return self._compiled(token_ids, positions, start, slot)
+            return self._compiled(token_ids, positions, starts, (slot,))[0]
 
-    def eager_forward(self, token_ids, positions, start, slot: CacheSlot, recorded=None) -> torch.Tensor:
-        """`forward` without compilation (what runs when compile is off)."""
-        n = token_ids.shape[0]
-        rows = start + torch.arange(n, device=token_ids.device)  # [n] cache rows written
-        # A query sees every row up to its own; rows past it hold stale entries or zeros.
-        visible = torch.arange(slot.max_len, device=token_ids.device)[None] <= rows[:, None]  # [n, L]
-        hidden = self.language_model.embed_tokens(token_ids)[None]  # [1, n, hidden]
+    def forward_batch(
+        self,
+        token_ids: torch.Tensor,  # [B, n] int64, blocks padded to one length
+        positions: torch.Tensor,  # [B, n] int64
+        starts: torch.Tensor,  # [B] int64 cache row of each block's first token
+        slots: tuple[CacheSlot, ...],  # [B]
+    ) -> torch.Tensor:
+        """Logits after each token of B blocks of B sequences [B, n, vocab], in one forward.
+
+        Every projection runs once over all B * n tokens, which on a memory-bound step costs
+        about what one block does; attention runs per sequence, each over its own slot.
+        A padded token writes its row past its sequence's valid length, where the next block
+        overwrites it, and no real token of the block sees it (it comes after them). The
+        batched forward runs eagerly: the compiled graphs are traced for B = 1.
+        """
+        if len(slots) == 1:
+            return self(token_ids[0], positions[0], starts[0], slots[0])[None]
+        return self.eager_forward(token_ids, positions, starts, slots)
+
+    def eager_forward(self, token_ids, positions, starts, slots: tuple[CacheSlot, ...], recorded=None) -> torch.Tensor:
+        """`forward_batch` without compilation: [B, n] blocks -> [B, n, vocab] logits."""
+        n = token_ids.shape[1]
+        rows = starts[:, None] + torch.arange(n, device=token_ids.device)  # [B, n] cache rows written
+        hidden = self.language_model.embed_tokens(token_ids)  # [B, n, hidden]
         cos, sin = self._rotary(positions, hidden)
         for i, layer in enumerate(self.language_model.layers):
-            attended = self._attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin,
-                                       rows, visible, slot.keys[i], slot.values[i], recorded)
+            attended = self._attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin, rows,
+                                       [(slot.keys[i], slot.values[i]) for slot in slots], recorded)
             hidden = hidden + attended
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return self.lm_head(self.language_model.norm(hidden))[0].float()
+        return self.lm_head(self.language_model.norm(hidden)).float()
 
     def _rotary(self, positions: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [n, head_dim] of text positions, from the model's own rotary module."""
-        ids = positions[None].expand(self.rotary_axes, 1, -1) if self.rotary_axes > 1 else positions[None]
+        """cos, sin [B, 1, n, head_dim] of [B, n] text positions, from the model's own rotary module."""
+        ids = positions[None].expand(self.rotary_axes, -1, -1) if self.rotary_axes > 1 else positions
         cos, sin = self.language_model.rotary_emb(like, ids)
-        return cos[0], sin[0]
+        return cos[:, None], sin[:, None]
 
-    def _attention(self, attn, x, cos, sin, rows, visible, keys, values, recorded):
-        n = x.shape[1]
+    def _attention(self, attn, x, cos, sin, rows, caches, recorded):
+        b, n = x.shape[:2]
         # Head counts come from the weights (static even when n is symbolic; per rank under TP).
-        q_heads, kv_heads = attn.q_proj.weight.shape[0] // self.head_dim, keys.shape[0]
-        heads = lambda t, h: t.view(n, h, self.head_dim).transpose(0, 1)  # noqa: E731  [h, n, d]
-        q = heads(attn.q_proj(x), q_heads)
-        k, v = heads(attn.k_proj(x), kv_heads), heads(attn.v_proj(x), kv_heads)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        q_heads, kv_heads = attn.q_proj.weight.shape[0] // self.head_dim, caches[0][0].shape[0]
+        heads = lambda t, h: t.view(b, n, h, self.head_dim).transpose(1, 2)  # noqa: E731  [B, h, n, d]
+        q = _rotate(heads(attn.q_proj(x), q_heads), cos, sin)
+        k = _rotate(heads(attn.k_proj(x), kv_heads), cos, sin)
+        v = heads(attn.v_proj(x), kv_heads)
+        out = torch.stack([self._attend(q[j], k[j], v[j], rows[j], keys, values, recorded)
+                           for j, (keys, values) in enumerate(caches)])  # [B, heads, n, d]
+        return attn.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+    def _attend(self, q, k, v, rows, keys, values, recorded):
+        """One sequence's block ([heads, n, d] queries) against its own slot ([kv, L, d])."""
         # The block's keys and values go to their rows first: each query attends to itself.
-        keys.index_copy_(1, rows, k)  # [kv, L, d]
+        keys.index_copy_(1, rows, k)
         values.index_copy_(1, rows, v)
-        groups = q_heads // kv_heads
+        # A query sees every row up to its own; rows past it hold stale entries or zeros.
+        visible = torch.arange(keys.shape[1], device=rows.device)[None] <= rows[:, None]  # [n, L]
+        groups = q.shape[0] // keys.shape[0]
         if recorded is None:
-            out = F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=visible,
-                                                 scale=self.scaling, enable_gqa=groups > 1)[0]
-        else:
-            keys, values = keys.repeat_interleave(groups, 0), values.repeat_interleave(groups, 0)
-            scores = (q @ keys.transpose(1, 2)) * self.scaling  # [heads, n, L]
-            probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
-            recorded.add(probs)
-            out = probs @ values  # [heads, n, d]
-        return attn.o_proj(out.transpose(0, 1).reshape(1, n, -1))
+            return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=visible,
+                                                  scale=self.scaling, enable_gqa=groups > 1)[0]
+        keys, values = keys.repeat_interleave(groups, 0), values.repeat_interleave(groups, 0)
+        scores = (q @ keys.transpose(1, 2)) * self.scaling  # [heads, n, L]
+        probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
+        recorded.add(probs)
+        return probs @ values  # [heads, n, d]
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of [heads, n, d] by cos, sin [n, d]: the two halves rotate as a pair."""
+    """Rotary embedding of [B, heads, n, d] by cos, sin [B, 1, n, d]: the halves rotate as a pair."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
