@@ -23,15 +23,24 @@ def build_app(args: dict) -> Application:
     logs = _logging(args)
     target = TargetServer.options(
         num_replicas=args.target_replicas, logging_config=logs, **_group_options(args)
-    ).bind(args.target.model_dump(), args.tp_size, args.max_sessions, _rank_options(args))
+    ).bind(args.target.model_dump(), args.tp_size, args.max_sessions, _rank_options(args), args.batching.model_dump())
     draft = None
     if args.draft is not None:
         draft = DraftServer.options(
             num_replicas=args.draft_replicas,
             ray_actor_options=args.draft_resources.model_dump(),
             logging_config=logs,
-        ).bind(args.draft.model_dump(), args.max_sessions)
-    return Router.options(logging_config=logs).bind(args.model_dump(), target, draft)
+        ).bind(args.draft.model_dump(), args.max_sessions, args.batching.model_dump())
+    return Router.options(logging_config=logs, max_ongoing_requests=_router_capacity(args)).bind(
+        args.model_dump(), target, draft
+    )
+
+
+def _router_capacity(args: AppArgs) -> int:
+    """Serve lets this many calls into a router replica; the router's own admission gate is
+    what refuses (503 + Retry-After), so Serve must let in more than the gate takes, with
+    room for health checks and the model list."""
+    return args.admission.max_active + args.admission.max_queued + 16
 
 
 def _logging(args: AppArgs) -> dict:

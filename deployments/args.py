@@ -6,7 +6,15 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from specvid.config import Limits, ModelSpec, SourceConfig, VideoLimits, _Strict
+from specvid.config import (
+    AdmissionLimits,
+    BatchingConfig,
+    Limits,
+    ModelSpec,
+    SourceConfig,
+    VideoLimits,
+    _Strict,
+)
 
 
 class ReplicaResources(_Strict):
@@ -31,6 +39,12 @@ class AppArgs(_Strict):
     target_replicas: int = Field(1, ge=1, description="Target replicas (each a TP group).")
     draft_replicas: int = Field(1, ge=1, description="Draft replicas.")
     max_sessions: int = Field(64, ge=1, description="Sessions each worker keeps (LRU) before evicting.")
+    admission: AdmissionLimits = Field(
+        default_factory=AdmissionLimits, description="Requests a router replica decodes at once and queues."
+    )
+    batching: BatchingConfig = Field(
+        default_factory=BatchingConfig, description="How draft and target replicas batch concurrent requests."
+    )
     draft_timeout_s: float = Field(
         1.0,
         gt=0,
@@ -69,6 +83,9 @@ class AppArgs(_Strict):
             and self.draft_resources.num_gpus <= 0
         ):
             raise ValueError("a draft on cuda needs draft_resources.num_gpus > 0")
+        if self.max_sessions < self.admission.max_active:
+            raise ValueError(f"max_sessions ({self.max_sessions}) must be at least admission.max_active "
+                             f"({self.admission.max_active}): every decoding request holds a session")
         if self.tp_size > 1 and self.target.compile:
             raise ValueError("target.compile is not supported with tp_size > 1 yet (a sharded forward "
                              "all-reduces inside the graph); set target.compile: false")

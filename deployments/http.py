@@ -51,7 +51,7 @@ def error_response(error: BaseException) -> JSONResponse:
     if not isinstance(error, SpecVidError):
         logger.error("unexpected error", exc_info=error)
         error = SpecVidError(f"internal error: {type(error).__name__}")
-    return JSONResponse(error.to_dict(), status_code=error.status_code)
+    return JSONResponse(error.to_dict(), status_code=error.status_code, headers=getattr(error, "headers", None))
 
 
 class _Admission:

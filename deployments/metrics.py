@@ -8,12 +8,13 @@ mean accepted length = accepted / drafts. Ray exports them with a `ray_` prefix.
 
 from __future__ import annotations
 
-from ray.serve.metrics import Counter, Histogram
+from ray.serve.metrics import Counter, Gauge, Histogram
 
 from specvid.decoding.stats import SpecStats
 
 LATENCY_BOUNDARIES = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]
 RATIO_BOUNDARIES = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]
+BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64]
 
 
 class RouterMetrics:
@@ -55,6 +56,20 @@ class RouterMetrics:
             tag_keys=tags,
         )
 
+        self.active = Gauge("specvid_requests_active", description="Requests decoding now.", tag_keys=("model",))
+        self.queued = Gauge(
+            "specvid_requests_queued", description="Requests waiting for a place to decode.", tag_keys=("model",)
+        )
+        self.rejected = Counter(
+            "specvid_requests_rejected",
+            description="Requests refused by admission control (503 with Retry-After).",
+            tag_keys=("model",),
+        )
+
+    def admission(self, model: str, active: int, queued: int) -> None:
+        self.active.set(active, {"model": model})
+        self.queued.set(queued, {"model": model})
+
     def record(
         self, model: str, method: str, stats: SpecStats, latency_s: float, ttft_s: float | None, outcome: str
     ) -> None:
@@ -75,3 +90,23 @@ class RouterMetrics:
         if ttft_s is not None:
             self.ttft.observe(ttft_s, tags)
         self.pruned_ratio.observe(stats.pruned_ratio, tags)
+
+
+class BatchMetrics:
+    """What a worker replica's batcher does: how many requests share each forward."""
+
+    def __init__(self, worker: str):
+        self.tags = {"worker": worker}
+        self.size = Histogram(
+            "specvid_batch_size",
+            description="Requests in one batched draft or verify call.",
+            boundaries=BATCH_BOUNDARIES,
+            tag_keys=("worker",),
+        )
+        self.waiting = Gauge(
+            "specvid_batch_queue_depth", description="Calls waiting for the next batch.", tag_keys=("worker",)
+        )
+
+    def __call__(self, size: int, waiting: int) -> None:
+        self.size.observe(size, self.tags)
+        self.waiting.set(waiting, self.tags)

@@ -7,6 +7,7 @@ verifier: the router is that pipeline's transport. Python callers use the same p
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -31,11 +32,13 @@ from deployments.openai_api import (
     usage,
 )
 from deployments.remote import RemoteDrafter, RemoteVerifier
+from specvid.admission import AdmissionGate
 from specvid.config import GenerationRequest, parse
 from specvid.decoding.stats import SpecStats
 from specvid.errors import (
     ModelLoadError,
     ModelNotFoundError,
+    OverloadedError,
     RequestTimeoutError,
     SpecVidError,
 )
@@ -81,6 +84,7 @@ class Router:
         configure(api_key, self.args.limits)
         self.target, self.draft = target, draft
         self.metrics = RouterMetrics()
+        self.gate = AdmissionGate(self.args.admission)
         self._tokenizer = None
         self._frame_sizes: dict[tuple[int, int], tuple[int, int]] = {}
 
@@ -143,7 +147,7 @@ class Router:
         first_token_s: Optional[float] = None
         outcome, status = "error", 500
         try:
-            async with asyncio.timeout(self.args.request_timeout_s):
+            async with asyncio.timeout(self.args.request_timeout_s), self._admitted():
                 chunks = run_request(self, request, stats, request_id)
                 try:
                     async for item in chunks:
@@ -153,6 +157,10 @@ class Router:
                 finally:
                     await chunks.aclose()  # frees both sessions, also on disconnect or timeout
             outcome, status = "ok", 200
+        except OverloadedError:
+            outcome, status = "rejected", OverloadedError.status_code
+            self.metrics.rejected.inc(1, {"model": self.args.served_model_name})
+            raise
         except TimeoutError:
             outcome, status = "timeout", RequestTimeoutError.status_code
             raise RequestTimeoutError(
@@ -178,6 +186,17 @@ class Router:
                 first_token_s,
                 outcome,
             )
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self):
+        """A place among the requests this replica decodes at once (queued for it if need be)."""
+        model = self.args.served_model_name
+        try:
+            async with self.gate.admitted():
+                self.metrics.admission(model, self.gate.active, self.gate.queued)
+                yield
+        finally:
+            self.metrics.admission(model, self.gate.active, self.gate.queued)
 
     async def _generate(self, request: GenerationRequest, request_id: str) -> GenerationResult:
         stats = SpecStats()

@@ -11,7 +11,8 @@ If a call lands elsewhere (the replica died, or the LRU evicted the session) the
 `SessionLostError` and the router re-prefills; the output does not change.
 
 Model forwards run in worker threads (`asyncio.to_thread`), never on a replica's event loop;
-the adapter's forward lock keeps them one at a time per model.
+the adapter's forward lock keeps them one at a time per model. Proposals and verifies of
+concurrent requests are gathered by a `Batcher` into one `propose_many` / `verify_many` call.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from ray import serve
 from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from specvid.config import ModelSpec, parse
+from deployments.metrics import BatchMetrics
+from specvid.config import BatchingConfig, ModelSpec, parse
+from specvid.decoding.batching import Batcher
 from specvid.decoding.draft import DraftWorker
 from specvid.decoding.session import Commit, PrefillRequest, Proposal, VideoKeep
 from specvid.decoding.target import TargetWorker
@@ -63,11 +66,18 @@ class _Affinity:
             await self._pin(request_id)
 
 
+def _batcher(run_many, batching: Optional[dict], worker: str) -> Batcher:
+    config = parse(BatchingConfig, batching or {})
+    return Batcher(run_many, config.max_batch_size, config.max_wait_ms / 1e3, BatchMetrics(worker))
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 class DraftServer(_Affinity):
-    def __init__(self, model: dict, max_sessions: int = 64):
+    def __init__(self, model: dict, max_sessions: int = 64, batching: Optional[dict] = None):
         spec = parse(ModelSpec, model)
         self.worker = DraftWorker(load_model(spec), max_sessions)
+        # Proposals of concurrent requests share each draft step's forward (`propose_many`).
+        self._propose = _batcher(lambda calls: asyncio.to_thread(self.worker.propose_many, calls), batching, "draft")
 
     async def prefill(self, request: PrefillRequest, frames: np.ndarray, keep: Optional[VideoKeep] = None):
         await self._pin_current()
@@ -75,7 +85,7 @@ class DraftServer(_Affinity):
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         await self._pin_current()
-        return await asyncio.to_thread(self.worker.propose, request_id, commit, k)
+        return await self._propose((request_id, commit, k))
 
     async def release(self, request_id: str) -> None:
         self.worker.release(request_id)
@@ -134,9 +144,16 @@ class TargetRank(_TargetCalls):
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 class TargetServer(_Affinity):
     def __init__(
-        self, model: dict, tp_size: int = 1, max_sessions: int = 64, rank_resources: Optional[dict] = None
+        self,
+        model: dict,
+        tp_size: int = 1,
+        max_sessions: int = 64,
+        rank_resources: Optional[dict] = None,
+        batching: Optional[dict] = None,
     ):
         spec = parse(ModelSpec, model)
+        # Verifies of concurrent requests share one forward (`verify_many`), on every rank alike.
+        self._verify = _batcher(lambda calls: self._run("verify_many", calls), batching, "target")
         self.local = _LocalTarget(spec, max_sessions) if tp_size == 1 else None
         self.ranks = (
             []
@@ -160,7 +177,7 @@ class TargetServer(_Affinity):
 
     async def verify(self, request_id: str, commit: Commit, proposal: Proposal):
         await self._pin_current()
-        return await self._run("verify", request_id, commit, proposal)
+        return await self._verify((request_id, commit, proposal))
 
     async def release(self, request_id: str) -> None:
         await self._run("release", request_id)

@@ -237,6 +237,29 @@ class Limits(_Strict):
     max_json_depth: int = Field(32, ge=4, le=256, description="Deepest accepted nesting of a JSON body.")
 
 
+class AdmissionLimits(_Strict):
+    """How many requests one router replica takes on (`specvid.admission`)."""
+
+    max_active: int = Field(16, ge=1, description="Requests decoding at once; their rounds share batched forwards.")
+    max_queued: int = Field(
+        32, ge=0, description="Requests waiting for a place; beyond this a request is refused at once (503)."
+    )
+    retry_after_s: float = Field(1.0, gt=0, le=3600, description="The Retry-After a refused client is given.")
+
+
+class BatchingConfig(_Strict):
+    """How a worker gathers the draft and verify calls of concurrent requests into one forward."""
+
+    max_batch_size: int = Field(16, ge=1, le=256, description="Most requests in one batched forward (1: no batching).")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="How long a batch waits for more calls before it runs. Calls that arrive while a batch "
+        "runs join the next one anyway, so 0 adds no latency to a lone request.",
+    )
+
+
 class GenerationRequest(_Strict):
     """One request to an engine."""
 

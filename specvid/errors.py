@@ -6,6 +6,8 @@ JSON answer without guessing, and every error pickles (it crosses Ray process bo
 
 from __future__ import annotations
 
+import math
+
 
 class SpecVidError(Exception):
     """Base class: a message for the user plus the HTTP status that describes it."""
@@ -91,6 +93,26 @@ class UnavailableError(SpecVidError):
 
     status_code = 503
     code = "unavailable"
+
+
+class OverloadedError(UnavailableError):
+    """The deployment is at its admission limit: the request was refused before any work.
+
+    Carries how long the client should wait before trying again (HTTP `Retry-After`).
+    """
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.retry_after_s))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}  # whole seconds, never sooner
 
 
 class RequestTimeoutError(SpecVidError):

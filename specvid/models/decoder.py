@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
+import torch.fx.experimental._config  # noqa: F401  (use_duck_shape)
 import torch.nn.functional as F
 from torch import nn
 
@@ -113,6 +114,7 @@ class TextDecoder(nn.Module):
         self.head_dim = int(attention.head_dim)
         self.scaling = float(attention.scaling)
         self._compiled: Optional[nn.Module] = None
+        self._spares: list[CacheSlot] = []
 
     # ---- slots ------------------------------------------------------------------------------
 
@@ -192,11 +194,7 @@ class TextDecoder(nn.Module):
         token_ids, positions, starts = token_ids[None], positions[None], start[None]  # a batch of one
         if self._compiled is None or recorded is not None:
             return self.eager_forward(token_ids, positions, starts, (slot,), recorded)[0]
-        if token_ids.shape[1] > 1:
-            torch._dynamo.mark_dynamic(token_ids, 1)  # one graph for every verify block length
-            torch._dynamo.mark_dynamic(positions, 1)
-        with torch._dynamo.config.patch(**_DYNAMO):
-            return self._compiled(token_ids, positions, starts, (slot,))[0]
+        return self._call_compiled(token_ids, positions, starts, (slot,))[0]
 
     def forward_batch(
         self,
@@ -208,14 +206,38 @@ class TextDecoder(nn.Module):
         """Logits after each token of B blocks of B sequences [B, n, vocab], in one forward.
 
         Every projection runs once over all B * n tokens, which on a memory-bound step costs
-        about what one block does; attention runs per sequence, each over its own slot.
+        little more than one block does; attention runs per sequence, each over its own slot.
         A padded token writes its row past its sequence's valid length, where the next block
-        overwrites it, and no real token of the block sees it (it comes after them). The
-        batched forward runs eagerly: the compiled graphs are traced for B = 1.
+        overwrites it, and no real token of the block sees it (it comes after them).
+
+        Compiled, B is padded up to a power of two with spare slots, so a handful of graphs
+        (two per size) serve every batch; the first batch of a size compiles its graphs.
         """
-        if len(slots) == 1:
+        b = len(slots)
+        if b == 1:
             return self(token_ids[0], positions[0], starts[0], slots[0])[None]
-        return self.eager_forward(token_ids, positions, starts, slots)
+        if self._compiled is None:
+            return self.eager_forward(token_ids, positions, starts, slots)
+        size = 1 << (b - 1).bit_length()
+        token_ids, positions, starts = (F.pad(t, (0, 0) * (t.dim() - 1) + (0, size - b))
+                                        for t in (token_ids, positions, starts))
+        slots = slots + self._spare_slots(size - b, token_ids.shape[1])
+        return self._call_compiled(token_ids, positions, starts, slots)[:b]
+
+    def _spare_slots(self, count: int, n: int) -> tuple[CacheSlot, ...]:
+        """Slots that pad a batch: their rows take the padding's writes, their logits are dropped."""
+        while len(self._spares) < count or (self._spares and self._spares[0].max_len < n):
+            self._spares = [self.new_slot(max(n, SLOT_ROWS)) for _ in range(max(count, len(self._spares)))]
+        return tuple(self._spares[:count])
+
+    def _call_compiled(self, token_ids, positions, starts, slots) -> torch.Tensor:
+        if token_ids.shape[1] > 1:
+            torch._dynamo.mark_dynamic(token_ids, 1)  # one graph for every verify block length
+            torch._dynamo.mark_dynamic(positions, 1)
+        # Without duck shapes, slots that happen to be of one length at tracing get a symbol
+        # each, so the graph does not demand that they stay equal.
+        with torch._dynamo.config.patch(**_DYNAMO), torch.fx.experimental._config.patch(use_duck_shape=False):
+            return self._compiled(token_ids, positions, starts, slots)
 
     def eager_forward(self, token_ids, positions, starts, slots: tuple[CacheSlot, ...], recorded=None) -> torch.Tensor:
         """`forward_batch` without compilation: [B, n] blocks -> [B, n, vocab] logits."""

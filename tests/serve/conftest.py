@@ -73,6 +73,7 @@ def app_args(videos: dict, **overrides) -> dict:
         **PAIR,
         "sources": {"s3_endpoint_url": videos["endpoint"], "s3_allowed_buckets": [videos["bucket"]]},
         "max_sessions": 8,
+        "admission": {"max_active": 8, "max_queued": 8},
         "request_timeout_s": 120,
     }
     args.update(overrides)
