@@ -42,12 +42,14 @@ from specvid.video import DecodedVideo
 class _InProcess:
     """A worker's methods as coroutines, so the loop drives local workers like remote ones.
 
-    `propose` and `verify` of concurrent requests go through a `Batcher`: requests decoding at
-    the same time share each forward (`LocalEngine` serves `asyncio.gather` of many requests).
+    While several requests decode, `propose` and `verify` go through a `Batcher`: the requests
+    share each forward (`LocalEngine` serves `asyncio.gather` of many requests). A request
+    alone calls the worker directly, which saves the batcher's hand-off on every call.
     """
 
-    def __init__(self, worker: Any, max_batch: int):
+    def __init__(self, worker: Any, max_batch: int, in_flight: Callable[[], int]):
         self._worker = worker
+        self._in_flight = in_flight
         self._batched = {
             name: Batcher(_inline(getattr(worker, f"{name}_many")), max_batch)
             for name in ("propose", "verify")
@@ -55,12 +57,12 @@ class _InProcess:
         }
 
     def __getattr__(self, name: str):
-        if name in self._batched:
-            batcher = self._batched[name]
-            return lambda *args: batcher(args)
         method = getattr(self._worker, name)
+        batcher = self._batched.get(name)
 
         async def call(*args):
+            if batcher is not None and (self._in_flight() > 1 or batcher.queued):
+                return await batcher(args)
             return method(*args)
 
         return call
@@ -95,8 +97,10 @@ class LocalEngine:
         self.sources, self.video_limits, self.limits = sources, video_limits, limits
         self.target_worker = TargetWorker(target, max_sessions)
         self.draft_worker = DraftWorker(draft, max_sessions) if draft is not None else None
-        self._drafter = _InProcess(self.draft_worker, max_batch) if draft is not None else None
-        self._verifier = _InProcess(self.target_worker, max_batch)
+        self._in_flight = 0  # requests decoding now
+        in_flight = lambda: self._in_flight  # noqa: E731
+        self._drafter = _InProcess(self.draft_worker, max_batch, in_flight) if draft is not None else None
+        self._verifier = _InProcess(self.target_worker, max_batch, in_flight)
 
     @classmethod
     def from_specs(
@@ -146,10 +150,15 @@ class LocalEngine:
         given, is filled in as decoding goes."""
         request = parse(GenerationRequest, request)
         chunks = run_request(self, request, SpecStats() if stats is None else stats, video=video)
+        self._in_flight += 1
         try:
+            # In process nothing else suspends a request: requests started together all count
+            # themselves in here before any of them decodes, so their rounds are batched.
+            await asyncio.sleep(0)
             async for chunk in chunks:
                 yield chunk
         finally:
+            self._in_flight -= 1
             await chunks.aclose()
 
     async def agenerate(

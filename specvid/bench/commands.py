@@ -1,5 +1,5 @@
-"""The `specvid bench`, `bench-plot`, `bench-relevance`, `bench-cost` and `bench-forwards` commands
-(docs/bench.md)."""
+"""The `specvid bench`, `bench-plot`, `bench-relevance`, `bench-cost`, `bench-forwards` and
+`bench-serve` commands (docs/bench.md)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def register(commands, add) -> None:
     add(commands, "bench-cost", "real-size costs, random weights", _add_bench_cost_args, run_bench_cost)
     add(commands, "bench-forwards", "ms per decode step and verify block: transformers, eager, compiled",
         _add_bench_forwards_args, run_bench_forwards)
+    add(commands, "bench-serve", "throughput and latency under concurrent clients: a deployment or LocalEngine",
+        _add_bench_serve_args, run_bench_serve)
 
 
 def _add_bench_args(p: argparse.ArgumentParser) -> None:
@@ -267,3 +269,86 @@ def run_bench_cost(args: argparse.Namespace) -> int:
     if args.json:
         write_json(Path(args.json), report["rows"], report["meta"])
     return 0
+
+
+def _add_bench_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None,
+                   help="a running deployment, e.g. http://127.0.0.1:8000 (`make run`); without it the "
+                        "clients share an in-process LocalEngine of --target / --draft")
+    add_model_args(p, compile_models=True)
+    p.add_argument("--overhead", action="store_true",
+                   help="with --url: also run the one-client requests through LocalEngine (--target / --draft) "
+                        "and report the Serve overhead per round")
+    p.add_argument("--methods", default="ar,sd", help="comma-separated methods")
+    p.add_argument("--concurrency", default="1,4,8,16", help="comma-separated numbers of concurrent clients")
+    p.add_argument("--requests-per-client", type=int, default=3, help="requests each client sends per level")
+    p.add_argument("--max-tokens", type=int, default=48, help="tokens each request decodes (EOS ignored)")
+    p.add_argument("--videos", default=None,
+                   help="comma-separated video URIs the deployment can read (default: `make run`'s sample clips "
+                        "in s3://BUCKET); in-process, held-out zoo clips")
+    p.add_argument("--bucket", default="specvid-samples", help="the bucket of the default sample clips")
+    p.add_argument("--api-key-env", default="SPECVID_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--max-seconds", type=float, default=300.0, help="stop sending at a level after this long")
+    p.add_argument("--json", default=None, help="write {meta, rows, overhead} here")
+    p.add_argument("--plot", default=None, help="write a PNG of throughput and latency against concurrency")
+
+
+def run_bench_serve(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from specvid.bench import serving
+    from specvid.bench.report import format_table
+    from specvid.shapesworld.clips import make_clip
+    from specvid.shapesworld.world import split_seeds
+
+    resolve_pair(args)
+    torch.set_num_threads(os.cpu_count() or 1)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    levels = sorted({int(c) for c in args.concurrency.split(",")} | {1})
+    prompt = make_clip(split_seeds("eval", 1)[0]).caption_prompt
+    with tempfile.TemporaryDirectory(prefix="specvid-bench-serve-") as tmp:
+        if args.url:
+            videos = args.videos.split(",") if args.videos else serving.sample_uris(args.bucket)
+            client = serving.HttpClient(args.url, os.environ.get(args.api_key_env))
+        else:
+            client, videos = _engine_client(args, Path(tmp))
+        rows, alone = serving.run_levels(client, methods, levels, videos, prompt, args.max_tokens,
+                                         args.requests_per_client, args.max_seconds)
+        overhead = []
+        if args.url and args.overhead:
+            local, local_videos = _engine_client(args, Path(tmp), videos)
+            overhead = serving.overhead_rows(alone, local, local_videos, prompt, args.max_tokens)
+    where = args.url or f"LocalEngine {args.target} + {args.draft}"
+    print(f"\n{where}: {args.max_tokens} tokens per request\n")
+    print(serving.format_serve_table(rows))
+    if overhead:
+        print("\nServe against LocalEngine, one client, same requests:\n")
+        print(format_table(overhead, serving.OVERHEAD_COLUMNS))
+    meta = {"target": args.target, "draft": args.draft, "url": args.url, "max_tokens": args.max_tokens,
+            "videos": len(videos), "requests_per_client": args.requests_per_client}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows, "overhead": overhead}, indent=2) + "\n")
+    if args.plot:
+        serving.plot_serving(Path(args.plot), rows, where)
+    return 0
+
+
+def _engine_client(args: argparse.Namespace, tmp, uris=None):
+    """A LocalEngine client over held-out zoo clips, or over the sample clips `uris` name
+    (written here from their seeds: the same bytes the deployment reads from S3)."""
+    from specvid.bench import serving
+    from specvid.shapesworld.sample import write_samples
+
+    files = {record["file"]: str(tmp / record["file"]) for record in write_samples(tmp, 4)}
+    engine = engine_from_args(args, uses_draft=True, local_root=str(tmp))
+    uris = uris or list(files.values())
+    local = {uri: files.get(uri.rsplit("/", 1)[-1]) for uri in uris}
+    missing = [uri for uri, path in local.items() if path is None]
+    if missing:
+        raise SystemExit(f"--overhead compares the sample clips only; not a sample clip: {', '.join(missing)}")
+    return serving.EngineClient(engine, {uri: engine.load_video(path) for uri, path in local.items()}), uris

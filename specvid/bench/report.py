@@ -29,12 +29,12 @@ COLUMNS = (
 )
 
 
-def format_table(rows: Sequence[dict]) -> str:
-    """A plain-text table, one line per method; '-' where a figure does not apply."""
-    cells = [[header for header, _, _ in COLUMNS]]
+def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
+    """A plain-text table, one line per row; '-' where a figure does not apply."""
+    cells = [[header for header, _, _ in columns]]
     for row in rows:
-        cells.append([_cell(row.get(key), fmt) for _, key, fmt in COLUMNS])
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+        cells.append([_cell(row.get(key), fmt) for _, key, fmt in columns])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = ["  ".join(_align(i, c, w) for i, (c, w) in enumerate(zip(line, widths))) for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

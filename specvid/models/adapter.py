@@ -15,6 +15,7 @@ pruned prefill; here each `DecodeState` carries its own offset instead.
 
 from __future__ import annotations
 
+import functools
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -266,8 +267,7 @@ class VideoLLM(ABC):
 
     @torch.inference_mode()
     def extend_many(self, states: Sequence[DecodeState], blocks: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        """`extend` of several sequences in one forward; logits [len(block), vocab] per sequence.
-        Callers check each block with `make_room` first, so one refused sequence spoils no other."""
+        """`extend` of several sequences in one forward (each checked by `make_room` first)."""
         if len(states) == 1:
             return [self.extend(states[0], blocks[0])]
         n = max(len(block) for block in blocks)
@@ -340,8 +340,8 @@ class VideoLLM(ABC):
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
         return 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * self.dtype.itemsize
 
-    @property
-    def max_positions(self) -> int:
+    @functools.cached_property
+    def max_positions(self) -> int:  # read once: a config lookup costs more than a draft step's checks
         return int(self.model.config.get_text_config().max_position_embeddings)
 
     _position_rows: int = 1

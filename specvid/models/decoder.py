@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
-import torch.fx.experimental._config  # noqa: F401  (use_duck_shape)
 import torch.nn.functional as F
 from torch import nn
 
@@ -114,7 +113,8 @@ class TextDecoder(nn.Module):
         self.head_dim = int(attention.head_dim)
         self.scaling = float(attention.scaling)
         self._compiled: Optional[nn.Module] = None
-        self._spares: list[CacheSlot] = []
+        # Built once (a patch made per call defines a class each time); it is thread-local.
+        self._dynamo_settings = torch._dynamo.config.patch(**_DYNAMO)
 
     # ---- slots ------------------------------------------------------------------------------
 
@@ -210,33 +210,20 @@ class TextDecoder(nn.Module):
         A padded token writes its row past its sequence's valid length, where the next block
         overwrites it, and no real token of the block sees it (it comes after them).
 
-        Compiled, B is padded up to a power of two with spare slots, so a handful of graphs
-        (two per size) serve every batch; the first batch of a size compiles its graphs.
+        A batch of one takes the compiled graph; larger ones run eagerly. Compiled, the loop
+        over slots unrolls into a graph per batch size that takes 15-50 s to build on a 2-core
+        CPU (docs/serving.md), so batches stay eager until a fused per-sequence attention
+        (one kernel over every slot) replaces the loop.
         """
-        b = len(slots)
-        if b == 1:
+        if len(slots) == 1:
             return self(token_ids[0], positions[0], starts[0], slots[0])[None]
-        if self._compiled is None:
-            return self.eager_forward(token_ids, positions, starts, slots)
-        size = 1 << (b - 1).bit_length()
-        token_ids, positions, starts = (F.pad(t, (0, 0) * (t.dim() - 1) + (0, size - b))
-                                        for t in (token_ids, positions, starts))
-        slots = slots + self._spare_slots(size - b, token_ids.shape[1])
-        return self._call_compiled(token_ids, positions, starts, slots)[:b]
-
-    def _spare_slots(self, count: int, n: int) -> tuple[CacheSlot, ...]:
-        """Slots that pad a batch: their rows take the padding's writes, their logits are dropped."""
-        while len(self._spares) < count or (self._spares and self._spares[0].max_len < n):
-            self._spares = [self.new_slot(max(n, SLOT_ROWS)) for _ in range(max(count, len(self._spares)))]
-        return tuple(self._spares[:count])
+        return self.eager_forward(token_ids, positions, starts, slots)
 
     def _call_compiled(self, token_ids, positions, starts, slots) -> torch.Tensor:
         if token_ids.shape[1] > 1:
             torch._dynamo.mark_dynamic(token_ids, 1)  # one graph for every verify block length
             torch._dynamo.mark_dynamic(positions, 1)
-        # Without duck shapes, slots that happen to be of one length at tracing get a symbol
-        # each, so the graph does not demand that they stay equal.
-        with torch._dynamo.config.patch(**_DYNAMO), torch.fx.experimental._config.patch(use_duck_shape=False):
+        with self._dynamo_settings:
             return self._compiled(token_ids, positions, starts, slots)
 
     def eager_forward(self, token_ids, positions, starts, slots: tuple[CacheSlot, ...], recorded=None) -> torch.Tensor:

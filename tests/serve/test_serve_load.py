@@ -85,3 +85,18 @@ def test_a_refusal_pickles_with_its_retry_after():
     error = pickle.loads(pickle.dumps(OverloadedError("full", 2.5)))
     assert error.retry_after_s == 2.5 and error.headers == {"Retry-After": "3"}
     assert json.loads(json.dumps(error.to_dict()))["error"]["status"] == 503
+
+
+def test_bench_serve_measures_a_deployment_and_its_overhead_over_local_engine(app, local):
+    from specvid.bench import serving
+
+    uris = list(app["videos"]["uris"].values())
+    client = serving.HttpClient(app["url"])
+    rows, alone = serving.run_levels(client, ["sd"], [1, 2], uris, "What moves?", max_tokens=12,
+                                     requests_per_client=1, max_seconds=120, progress=lambda line: None)
+    assert [(r["concurrency"], r["ok"], r["failed"]) for r in rows] == [(1, 2, 0), (2, 2, 0)]
+    assert all(r["tokens_per_s"] > 0 and r["ttft_p50_ms"] <= r["latency_p50_ms"] for r in rows)
+    reference = serving.EngineClient(local, {uri: local.load_video(uri) for uri in uris})
+    [overhead] = serving.overhead_rows(alone, reference, uris, "What moves?", max_tokens=12)
+    assert overhead["identical"] == 1.0 and overhead["requests"] == 2
+    assert overhead["served_decode_tokens_per_s"] > 0 and overhead["local_decode_tokens_per_s"] > 0

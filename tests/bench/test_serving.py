@@ -1,0 +1,64 @@
+"""`specvid bench-serve`'s load generator and arithmetic, in process (the served run is in
+tests/serve/test_serve_load.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from specvid.bench import serving
+from specvid.bench.serving import (
+    Outcome,
+    closed_loop,
+    level_row,
+    round_overheads_ms,
+    with_scaling,
+)
+from specvid.engine import LocalEngine
+from tests.helpers import random_video
+
+
+def test_quantiles_interpolate_between_sorted_values():
+    assert serving._quantile([], 0.5) == 0.0
+    assert serving._quantile([4.0], 0.99) == 4.0
+    assert serving._quantile([1.0, 2.0, 3.0, 5.0], 0.5) == 2.5
+    assert serving._quantile([float(i) for i in range(101)], 0.99) == pytest.approx(99.0)
+
+
+def test_a_level_row_counts_tokens_of_answered_requests_only():
+    outcomes = [
+        Outcome(200, 1.0, 0.1, [1] * 10, {"rounds": 5}),
+        Outcome(200, 3.0, 0.3, [1] * 10, {"rounds": 5}),
+        Outcome(503, 0.01),
+        Outcome(500, 0.02),
+    ]
+    row = level_row("sd", 4, outcomes, wall_s=4.0)
+    assert (row["requests"], row["ok"], row["rejected"], row["failed"]) == (4, 2, 1, 1)
+    assert row["tokens_per_s"] == 5.0 and row["tokens_per_round"] == 2.0
+    assert row["latency_p50_ms"] == pytest.approx(2000.0) and row["ttft_p50_ms"] == pytest.approx(200.0)
+    rows = with_scaling([level_row("sd", 1, outcomes[:1], 2.0), row])
+    assert rows[0]["throughput_x"] == 1.0 and rows[1]["throughput_x"] == 1.0
+
+
+def test_the_overhead_per_round_compares_the_same_tokens_only():
+    served = [Outcome(200, 1, None, [1, 2], {"rounds": 2, "decode_s": 0.05}),
+              Outcome(200, 1, None, [1, 3], {"rounds": 2, "decode_s": 0.05})]
+    local = [Outcome(200, 1, None, [1, 2], {"decode_s": 0.01}), Outcome(200, 1, None, [9, 9], {"decode_s": 0.01})]
+    assert round_overheads_ms(served, local) == [pytest.approx(20.0)]
+
+
+def test_clients_in_a_closed_loop_share_one_engine_and_each_answer_is_its_own(random_models):
+    target, draft = random_models["qwen"]
+    engine = LocalEngine(target, draft)
+    videos = {f"clip-{i}": random_video(seed=i, num_frames=4) for i in range(3)}
+    client = serving.EngineClient(engine, videos)
+    bodies = serving.request_bodies("sd", list(videos), "What moves?", count=6, max_tokens=8)
+    outcomes, wall_s = asyncio.run(closed_loop(client, bodies, concurrency=3, max_seconds=120))
+    alone = [engine.generate(body, videos[body["video"]]).token_ids for body in bodies]
+    assert [o.token_ids for o in outcomes] == alone
+    assert all(o.status == 200 and len(o.token_ids) == 8 and o.ttft_s <= o.latency_s for o in outcomes)
+    assert wall_s > 0
+    # The time bound stops sending: nothing after the first request once it has passed.
+    few, _ = asyncio.run(closed_loop(client, bodies, concurrency=1, max_seconds=0.0))
+    assert few == []
