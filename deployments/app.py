@@ -26,11 +26,9 @@ def build_app(args: dict) -> Application:
     ).bind(args.target.model_dump(), args.tp_size, args.max_sessions, _rank_options(args), args.batching.model_dump())
     draft = None
     if args.draft is not None:
-        draft = DraftServer.options(
-            num_replicas=args.draft_replicas,
-            ray_actor_options=args.draft_resources.model_dump(),
-            logging_config=logs,
-        ).bind(args.draft.model_dump(), args.max_sessions, args.batching.model_dump())
+        draft = DraftServer.options(num_replicas=args.draft_replicas, logging_config=logs).bind(
+            args.draft.model_dump(), args.max_sessions, args.batching.model_dump(), _resources(args.draft_resources)
+        )
     return Router.options(logging_config=logs, max_ongoing_requests=_router_capacity(args)).bind(
         args.model_dump(), target, draft
     )
@@ -49,15 +47,18 @@ def _logging(args: AppArgs) -> dict:
 
 
 def _rank_options(args: AppArgs) -> dict:
-    resources = args.rank_resources
+    return _resources(args.rank_resources)
+
+
+def _resources(resources) -> dict:
+    """Ray options of a worker actor (the replicas that own them reserve nothing)."""
     return {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
 
 
 def _group_options(args: AppArgs) -> dict:
     """A TP group reserves one bundle per rank on one node (STRICT_PACK: NCCL/gloo stay local)."""
     if args.tp_size == 1:
-        resources = args.rank_resources
-        return {"ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}}
+        return {}  # the replica's target actor reserves the rank's resources
     bundle = {"CPU": args.rank_resources.num_cpus}
     if args.rank_resources.num_gpus:
         bundle["GPU"] = args.rank_resources.num_gpus

@@ -1,12 +1,14 @@
-"""The decode loop's drafter and verifier over Serve deployment handles.
+"""The decode loop's drafter and verifier over the workers' actors.
 
 `specvid/decoding/loop.py` talks to workers through two small async protocols; these classes implement
-them with remote calls, so the router runs the very loop `LocalEngine` runs. Three things
-differ from in-process calls:
+them with remote calls, so the router runs the very loop `LocalEngine` runs. What differs from
+in-process calls:
 
-- frames go to the replicas once, as an object reference, not inside every message;
-- every call carries the request id as the multiplexed model id (session affinity);
-- a replica that died mid-request looks to the loop like a worker that lost the session:
+- a request's prefill asks a replica of the deployment (through Serve's routing) for its
+  worker actor, and every later call of the request goes to that actor directly: a Ray actor
+  call per round instead of a Serve handle call, and the session is where the calls go;
+- frames go to the actor once, as an object reference, not inside every message;
+- an actor that died mid-request looks to the loop like a worker that lost the session:
   `SessionLostError`, after which the loop re-prefills (on a live replica) and replays the
   committed tokens. Prefill itself is retried with back-off while Serve replaces the replica;
   a draft proposal that does not come back in time counts as lost too (the target goes on
@@ -46,19 +48,21 @@ def unwrap(error: BaseException) -> BaseException:
 
 
 class RemoteWorker:
-    """One request's view of a worker deployment."""
+    """One request's view of a worker deployment: the worker actor its prefill reached."""
 
-    def __init__(
-        self, handle: DeploymentHandle, request_id: str, frames: ray.ObjectRef, retry_s: float = 60.0
-    ):
-        self.handle = handle.options(multiplexed_model_id=request_id)
+    def __init__(self, handle: DeploymentHandle, frames: ray.ObjectRef, retry_s: float = 60.0):
+        self.handle = handle
         self.frames = frames
         self.retry_s = retry_s
+        self.actor: Optional[ray.actor.ActorHandle] = None
 
     async def _call(self, method: str, *args: Any) -> Any:
+        if self.actor is None:
+            raise SessionLostError(f"{method}: the request holds no session on this worker")
         try:
-            return await getattr(self.handle, method).remote(*args)
+            return await getattr(self.actor, method).remote(*args)
         except REPLICA_LOST as e:
+            self.actor = None  # the next prefill asks Serve for a live replica
             raise SessionLostError(
                 f"{method}: the replica holding the session is gone ({type(e).__name__})"
             ) from None
@@ -66,18 +70,24 @@ class RemoteWorker:
             raise unwrap(e) from None
 
     async def _prefill(self, *args: Any) -> Any:
-        """Prefill, retried while no replica can take it (one is being replaced)."""
+        """Prefill on a replica's actor, retried while no replica can take it (one is being
+        replaced)."""
         deadline, delay = time.monotonic() + self.retry_s, 0.1
         while True:
             try:
+                if self.actor is None:
+                    self.actor = await self.handle.endpoint.remote()
                 return await self._call("prefill", *args)
-            except SessionLostError as e:
+            except (SessionLostError, *REPLICA_LOST) as e:
+                self.actor = None
                 if time.monotonic() + delay > deadline:
                     raise UnavailableError(f"no replica could take the request: {e}") from None
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 2.0)
 
     async def release(self, request_id: str) -> None:
+        if self.actor is None:
+            return
         try:
             await asyncio.wait_for(self._call("release", request_id), RELEASE_TIMEOUT_S)
         except (SpecVidError, TimeoutError):

@@ -132,11 +132,11 @@ class Router:
     def workers(self, request_id: str, video, uses_draft: bool):
         frames = ray.put(video.frames)  # once per request, shared by both sides
         drafter = (
-            RemoteDrafter(self.draft, request_id, frames, propose_timeout_s=self.args.draft_timeout_s)
+            RemoteDrafter(self.draft, frames, propose_timeout_s=self.args.draft_timeout_s)
             if uses_draft
             else None
         )
-        return drafter, RemoteVerifier(self.target, request_id, frames)
+        return drafter, RemoteVerifier(self.target, frames)
 
     # ---- the one path every entry point takes ------------------------------------------------
 

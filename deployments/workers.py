@@ -1,16 +1,22 @@
-"""The draft and target deployments: thin shims over `specvid.decoding` workers.
+"""The draft and target deployments: Serve replicas that own the workers' actors.
 
-`DraftServer` holds draft sessions in one process. `TargetServer` holds a tensor-parallel
-group: with `tp_size` > 1 it starts one `TargetRank` actor per bundle of its own placement
-group and broadcasts every call to all of them (each rank runs the same work on its shard;
-rank 0 answers). With `tp_size` = 1 the replica runs the target itself.
+Each replica starts one plain Ray actor that holds its worker (`DraftEngine`, `TargetEngine`):
+the router resolves a replica's actor once per request (`endpoint`, through Serve's routing,
+which balances requests over replicas) and then calls it directly every round. A Ray actor call
+costs a fraction of a Serve handle call (measured in docs/serving.md), and a round makes two.
+The Serve replica stays what Serve manages: health, restarts, replica counts, and the actor
+shares its fate (it is the actor's owner; a dead actor fails the replica's health check).
 
-Session affinity: the router sends every call of a request with the request id as Serve's
-multiplexed model id, so the calls of one request prefer the replica that holds its session.
-If a call lands elsewhere (the replica died, or the LRU evicted the session) the worker raises
-`SessionLostError` and the router re-prefills; the output does not change.
+`TargetEngine` holds a tensor-parallel group: with `tp_size` > 1 the replica starts one
+`TargetRank` actor per bundle of its placement group and the engine broadcasts every call to
+all of them (each rank runs the same work on its shard; rank 0 answers). With `tp_size` = 1
+the engine runs the target itself.
 
-Model forwards run in worker threads (`asyncio.to_thread`), never on a replica's event loop;
+Sessions: a request's calls all reach the actor its prefill reached. If that actor is gone, or
+its LRU evicted the session, the call raises `SessionLostError` and the router re-prefills
+(on a live replica); the output does not change.
+
+Model forwards run in worker threads (`asyncio.to_thread`), never on an actor's event loop;
 the adapter's forward lock keeps them one at a time per model. Proposals and verifies of
 concurrent requests are gathered by a `Batcher` into one `propose_many` / `verify_many` call.
 """
@@ -42,9 +48,6 @@ from specvid.models.tensor_parallel import (
     shard_language_model,
 )
 
-# Serve keeps this many request ids per replica for routing; sessions themselves live in the
-# worker's own bounded LRU (`max_sessions`), which is what decides eviction.
-AFFINITY_SLOTS = 4096
 PORT_ATTEMPTS = 3
 
 
@@ -53,38 +56,27 @@ def _with_frames(request: PrefillRequest, frames: np.ndarray) -> PrefillRequest:
     return dataclasses.replace(request, frames=frames)
 
 
-class _Affinity:
-    """Registers a request id with Serve's multiplexed routing, so its next calls come here."""
-
-    @serve.multiplexed(max_num_models_per_replica=AFFINITY_SLOTS)
-    async def _pin(self, request_id: str) -> str:
-        return request_id
-
-    async def _pin_current(self) -> None:
-        request_id = serve.get_multiplexed_model_id()
-        if request_id:
-            await self._pin(request_id)
-
-
 def _batcher(run_many, batching: Optional[dict], worker: str) -> Batcher:
     config = parse(BatchingConfig, batching or {})
     return Batcher(run_many, config.max_batch_size, config.max_wait_ms / 1e3, BatchMetrics(worker))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0})
-class DraftServer(_Affinity):
-    def __init__(self, model: dict, max_sessions: int = 64, batching: Optional[dict] = None):
-        spec = parse(ModelSpec, model)
-        self.worker = DraftWorker(load_model(spec), max_sessions)
+# ---- the actors on the data path ------------------------------------------------------------
+
+
+@ray.remote
+class DraftEngine:
+    """A draft worker in its own actor: prefill, batched proposals, release."""
+
+    def __init__(self, model: dict, max_sessions: int, batching: Optional[dict]):
+        self.worker = DraftWorker(load_model(parse(ModelSpec, model)), max_sessions)
         # Proposals of concurrent requests share each draft step's forward (`propose_many`).
         self._propose = _batcher(lambda calls: asyncio.to_thread(self.worker.propose_many, calls), batching, "draft")
 
     async def prefill(self, request: PrefillRequest, frames: np.ndarray, keep: Optional[VideoKeep] = None):
-        await self._pin_current()
         return await asyncio.to_thread(self.worker.prefill, _with_frames(request, frames), keep)
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
-        await self._pin_current()
         return await self._propose((request_id, commit, k))
 
     async def release(self, request_id: str) -> None:
@@ -141,8 +133,68 @@ class TargetRank(_TargetCalls):
         return True
 
 
+@ray.remote
+class TargetEngine:
+    """The target's data path: prefill, batched verifies, release; over a TP group or alone."""
+
+    def __init__(self, model: dict, max_sessions: int, batching: Optional[dict], ranks: list):
+        self.ranks = ranks
+        self.local = _LocalTarget(parse(ModelSpec, model), max_sessions) if not ranks else None
+        # Verifies of concurrent requests share one forward (`verify_many`), on every rank alike.
+        self._verify = _batcher(lambda calls: self._run("verify_many", calls), batching, "target")
+
+    async def _run(self, method: str, *args: Any) -> Any:
+        if self.local is not None:
+            # Forwards run off the event loop, so other calls still get answers meanwhile.
+            return await asyncio.to_thread(self.local.call, method, *args)
+        # Submitted in one synchronous sweep, so every rank sees the calls in the same order
+        # (the collectives inside the forward pair up); rank 0's answer stands for the group.
+        refs = [rank.call.remote(method, *args) for rank in self.ranks]
+        results = await asyncio.gather(*refs)
+        return results[0]
+
+    async def prefill(self, request: PrefillRequest, frames: np.ndarray):
+        return await self._run("prefill", _with_frames(request, frames))
+
+    async def verify(self, request_id: str, commit: Commit, proposal: Proposal):
+        return await self._verify((request_id, commit, proposal))
+
+    async def release(self, request_id: str) -> None:
+        await self._run("release", request_id)
+
+    async def ask(self, method: str, *args: Any) -> Any:
+        """`describe`, `frame_size` or `context` (see `_TargetCalls`)."""
+        return await self._run(method, *args)
+
+    async def ready(self) -> bool:
+        if self.ranks:
+            await asyncio.gather(*[rank.ready.remote() for rank in self.ranks])
+        return True
+
+
+# ---- the Serve replicas that own them --------------------------------------------------------
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0})
-class TargetServer(_Affinity):
+class DraftServer:
+    def __init__(self, model: dict, max_sessions: int = 64, batching: Optional[dict] = None,
+                 resources: Optional[dict] = None):
+        self.engine = DraftEngine.options(**(resources or {"num_cpus": 0})).remote(model, max_sessions, batching)
+        ray.get(self.engine.describe.remote())  # loaded before the replica reports healthy
+
+    async def endpoint(self):
+        """This replica's draft actor, for a router to call directly."""
+        return self.engine
+
+    async def describe(self) -> dict:
+        return await self.engine.describe.remote()
+
+    async def check_health(self) -> None:
+        await self.engine.describe.remote()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class TargetServer:
     def __init__(
         self,
         model: dict,
@@ -152,50 +204,30 @@ class TargetServer(_Affinity):
         batching: Optional[dict] = None,
     ):
         spec = parse(ModelSpec, model)
-        # Verifies of concurrent requests share one forward (`verify_many`), on every rank alike.
-        self._verify = _batcher(lambda calls: self._run("verify_many", calls), batching, "target")
-        self.local = _LocalTarget(spec, max_sessions) if tp_size == 1 else None
-        self.ranks = (
-            []
-            if tp_size == 1
-            else _start_group(spec, tp_size, max_sessions, rank_resources or {"num_cpus": 1})
-        )
+        resources = rank_resources or {"num_cpus": 1}
+        ranks = [] if tp_size == 1 else _start_group(spec, tp_size, max_sessions, resources)
+        # Alone, the engine holds the model and its resources; over a group, it only coordinates.
+        options = resources if tp_size == 1 else {"num_cpus": 0}
+        self.engine = TargetEngine.options(**options).remote(model, max_sessions, batching, ranks)
+        ray.get(self.engine.ready.remote())
 
-    async def _run(self, method: str, *args: Any) -> Any:
-        if self.local is not None:
-            # Forwards run off the event loop, so health checks and other calls still get answers.
-            return await asyncio.to_thread(self.local.call, method, *args)
-        # Submitted in one synchronous sweep, so every rank sees the calls in the same order
-        # (the collectives inside the forward pair up); rank 0's answer stands for the group.
-        refs = [rank.call.remote(method, *args) for rank in self.ranks]
-        results = await asyncio.gather(*refs)
-        return results[0]
-
-    async def prefill(self, request: PrefillRequest, frames: np.ndarray):
-        await self._pin_current()
-        return await self._run("prefill", _with_frames(request, frames))
-
-    async def verify(self, request_id: str, commit: Commit, proposal: Proposal):
-        await self._pin_current()
-        return await self._verify((request_id, commit, proposal))
-
-    async def release(self, request_id: str) -> None:
-        await self._run("release", request_id)
+    async def endpoint(self):
+        """This replica's target actor, for a router to call directly."""
+        return self.engine
 
     async def frame_size(self, width: int, height: int) -> tuple[int, int]:
-        return await self._run("frame_size", width, height)
+        return await self.engine.ask.remote("frame_size", width, height)
 
     async def context(self, prompt: str, frames: int, width: int, height: int) -> tuple[int, int]:
-        return await self._run("context", prompt, frames, width, height)
+        return await self.engine.ask.remote("context", prompt, frames, width, height)
 
     async def describe(self) -> dict:
-        return await self._run("describe")
+        return await self.engine.ask.remote("describe")
 
     async def check_health(self) -> None:
-        """Serve calls this periodically; a dead rank makes the whole group unhealthy, so
-        Serve replaces the replica (and its group) instead of routing to a broken one."""
-        if self.ranks:
-            await asyncio.gather(*[rank.ready.remote() for rank in self.ranks])
+        """Serve calls this periodically; a dead engine or rank makes the replica unhealthy, so
+        Serve replaces it (and its group) instead of routing to a broken one."""
+        await self.engine.ready.remote()
 
 
 def _describe(worker) -> dict:
