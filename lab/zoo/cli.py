@@ -3,7 +3,7 @@
     python -m lab.zoo train --pair qwen-tiny                 # resumable, on this CPU
     python -m lab.zoo diagnose --model qwen-tiny --clips 40  # where a target's lookups fail
     python -m lab.zoo letter-drill --model qwen-tiny         # can the architecture copy letters?
-    python -m lab.zoo distill --pair qwen-tiny --steps 600   # a draft distilled from its target
+    python -m lab.zoo distill --pair qwen-tiny               # a draft distilled from its target
 
 These are experiments, not part of the installed `specvid` command; `specvid zoo eval` measures
 what they produce. Their history and figures: `lab/zoo/HISTORY.md`, `docs/zoo.md`.
@@ -181,7 +181,7 @@ def run_letter_drill(args: argparse.Namespace) -> int:
 
 def _add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pair", required=True, help="qwen-tiny or llava-tiny")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=None, help="language steps (default: the pair's shipped recipe)")
     p.add_argument("--kl-weight", type=float, default=1.0, help="weight of KL(target || draft) beside the CE")
     p.add_argument("--out-dir", default=".zoo-work/distilled", help="export the draft into DIR/<pair>-draft")
     p.add_argument("--clips", type=int, default=40, help="held-out clips of the card measured afterwards")
@@ -198,13 +198,17 @@ def run_distill(args: argparse.Namespace) -> int:
     import torch
 
     from lab.zoo.distill import distill_draft
+    from lab.zoo.recipes import DISTILLED
     from lab.zoo.train import TrainConfig, with_overrides
     from specvid.bench.card import eval_seeds, evaluate_pair
     from specvid.config import ModelSpec
     from specvid.models.loader import load_model
 
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg = with_overrides(TrainConfig(steps=args.steps, seed=args.seed, bf16_autocast=False), args.overrides)
+    recipe_steps, recipe_settings = DISTILLED[args.pair]
+    steps = args.steps or recipe_steps
+    cfg = with_overrides(TrainConfig(steps=steps, seed=args.seed, bf16_autocast=False),
+                         [*recipe_settings, *args.overrides])
     started = time.time()
 
     def progress(step: int, total: int, kl: float, ce: float) -> None:
@@ -215,6 +219,6 @@ def run_distill(args: argparse.Namespace) -> int:
     target = load_model(ModelSpec(name=args.pair, compile=True))
     draft = load_model(ModelSpec(name=str(path), compile=True))
     figures = evaluate_pair(target, draft, eval_seeds(args.clips))
-    figures = {"pair": args.pair, "draft": str(path), "steps": args.steps,
+    figures = {"pair": args.pair, "draft": str(path), "steps": steps,
                "train_minutes": (time.time() - started) / 60, **figures}
     return print_figures(figures, args.json)

@@ -13,12 +13,11 @@ Here a draft
 - learns from the target's logits (token-level KL, as DistillSpec does) on the same training
   rows as the zoo's language stage, plus the reference answers' cross-entropy.
 
-    python -m lab.zoo distill --pair qwen-tiny --steps 600 --out-dir .zoo-work/distilled
+    python -m lab.zoo distill --pair qwen-tiny --out-dir .zoo-work/distilled   # the shipped recipe
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from lab.zoo.loop import prefetched
-from lab.zoo.recipes import _TRAIN, PAIRS, ZooModel
+from lab.zoo.recipes import DISTILLED_DRAFT, PAIRS, ZooModel
 from lab.zoo.rows import label_weights
 from lab.zoo.supervision import IGNORE
 from lab.zoo.train import (
@@ -40,9 +39,6 @@ from lab.zoo.train import (
 from specvid.models.loader import ADAPTERS, load_model
 from specvid.models.tiny import build_tiny_model
 from specvid.shapesworld.world import split_seeds
-
-# The target's tower (128 wide, 2 layers), a two-layer 128-wide language model.
-DISTILLED_DRAFT = replace(_TRAIN, text_hidden=128, text_layers=2, text_kv_heads=2, vision_hidden=128, vision_layers=2)
 
 
 def tower_prefixes(family: str) -> tuple[str, ...]:

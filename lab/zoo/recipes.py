@@ -37,6 +37,16 @@ class ZooPair:
 _TRAIN = TinySize(init_std=0.02, rope_theta=100.0)  # see lab/zoo/HISTORY.md for both choices
 _TARGET = replace(_TRAIN, text_hidden=384, text_layers=4, text_kv_heads=2, vision_hidden=128, vision_layers=2)
 _DRAFT = replace(_TRAIN, text_hidden=64, text_layers=1, text_kv_heads=1, vision_hidden=64, vision_layers=1)
+# The shipped drafts (zoo v2) are distilled from their targets (`lab/zoo/distill.py`): the
+# target's tower (128 wide, 2 layers), a two-layer 128-wide language model. `_DRAFT` and the
+# `train --models draft` recipe are the first zoo's drafts, kept for comparison.
+DISTILLED_DRAFT = replace(_TRAIN, text_hidden=128, text_layers=2, text_kv_heads=2, vision_hidden=128, vision_layers=2)
+# Language steps and TrainConfig settings of each shipped draft (lab/zoo/HISTORY.md, "Distilled
+# drafts"): llava-tiny's draft learns from sibling turns, each answer computed as served.
+DISTILLED: dict[str, tuple[int, tuple[str, ...]]] = {
+    "qwen-tiny": (1500, ()),
+    "llava-tiny": (2400, ("sibling_turns=true",)),
+}
 
 # Both targets are trained with sibling turns and the word-aligned probe (lab/zoo/HISTORY.md: QA 0.71 ->
 # 0.79 for qwen-tiny); qwen-tiny's adds reasoned answers and contrast turns (fact F1 0.87 ->
