@@ -50,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pair", default="all", help="qwen-tiny, llava-tiny or all")
-    p.add_argument("--models", default="target,draft", help="which members of each pair to train")
+    p.add_argument("--models", default="target", help="which members of each pair to train (target, draft)")
     p.add_argument("--work-dir", default=".zoo-work", help="clip pool, tokenizer and resumable state")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -102,6 +102,10 @@ def run_train(args: argparse.Namespace) -> int:
     roles = args.models.split(",")
     if not set(roles) <= {"target", "draft"}:
         print(f"--models takes target, draft or both, got {args.models!r}", file=sys.stderr)
+        return 2
+    if "draft" in roles and args.out_dir is None:
+        print("the shipped drafts are distilled from their targets (python -m lab.zoo distill); "
+              "`train --models draft` builds a first-zoo draft and needs --out-dir", file=sys.stderr)
         return 2
     try:
         with_overrides(TrainConfig(), args.overrides)  # refuse a bad setting before any work
