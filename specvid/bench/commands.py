@@ -313,7 +313,7 @@ def run_bench_serve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="specvid-bench-serve-") as tmp:
         if args.url:
             videos = args.videos.split(",") if args.videos else serving.sample_uris(args.bucket)
-            client = serving.HttpClient(args.url, os.environ.get(args.api_key_env))
+            client = serving.HttpClient(args.url, os.environ.get(args.api_key_env), max_clients=max(levels))
         else:
             client, videos = _engine_client(args, Path(tmp))
         rows, alone = serving.run_levels(client, methods, levels, videos, prompt, args.max_tokens,

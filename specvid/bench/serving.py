@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence
 
@@ -39,14 +40,19 @@ class Client(Protocol):
 
 
 class HttpClient:
-    """Streams `POST /v1/generate` (native SSE); one thread per request in flight."""
+    """Streams `POST /v1/generate` (native SSE); one thread per request in flight.
 
-    def __init__(self, url: str, api_key: Optional[str] = None):
+    The threads are its own, as many as `max_clients`: asyncio's default pool has only
+    cpu_count + 4, which would cap every level at that many requests in flight.
+    """
+
+    def __init__(self, url: str, api_key: Optional[str] = None, max_clients: int = 64):
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.pool = ThreadPoolExecutor(max_workers=max_clients, thread_name_prefix="bench-serve")
 
     async def send(self, body: dict) -> Outcome:
-        return await asyncio.to_thread(self._send, body)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._send, body)
 
     def _send(self, body: dict) -> Outcome:
         started = time.perf_counter()

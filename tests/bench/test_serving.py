@@ -4,6 +4,7 @@ tests/serve/test_serve_load.py)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -62,3 +63,45 @@ def test_clients_in_a_closed_loop_share_one_engine_and_each_answer_is_its_own(ra
     # The time bound stops sending: nothing after the first request once it has passed.
     few, _ = asyncio.run(closed_loop(client, bodies, concurrency=1, max_seconds=0.0))
     assert few == []
+
+
+def test_the_http_client_keeps_as_many_requests_in_flight_as_there_are_clients():
+    """A real SSE server on 127.0.0.1 that holds each request 0.3 s and counts how many overlap."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (the stdlib's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            time.sleep(0.3)
+            with lock:
+                state["now"] -= 1
+            events = [{"token_ids": [1, 2]}, {"finish_reason": "length", "stats": {"rounds": 1}}]
+            body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = serving.HttpClient(f"http://127.0.0.1:{server.server_port}", max_clients=12)
+        bodies = serving.request_bodies("ar", ["v"], "p", count=12, max_tokens=2)
+        outcomes, _ = asyncio.run(closed_loop(client, bodies, concurrency=12, max_seconds=30))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert state["most"] == 12
+    assert all(o.status == 200 and o.token_ids == [1, 2] and o.stats == {"rounds": 1} for o in outcomes)
