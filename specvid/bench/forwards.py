@@ -89,7 +89,7 @@ def _timers(model: VideoLLM, context: int, n: int) -> dict[str, Callable[[], Non
     decoder = model.decoder
     return {
         "transformers": transformers_call,
-        "eager": lambda: decoder.eager_forward(ids, positions, start, slot),
+        "eager": lambda: decoder.eager_forward(ids[None], positions[None], start[None], (slot,)),  # a batch of one
         "compiled": lambda: decoder(ids, positions, start, slot),
     }
 
