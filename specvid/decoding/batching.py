@@ -72,6 +72,7 @@ class Batcher(Generic[Call]):
             except BaseException:  # the loop shuts down: no caller may wait forever
                 for _, future in batch + self._waiting:
                     future.cancel()
+                self._waiting = []  # nothing of a dead loop may run in the next one
                 raise
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():

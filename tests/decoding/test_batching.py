@@ -115,3 +115,29 @@ def test_concurrent_requests_get_the_tokens_they_get_alone(random_models, family
     sizes = engine._verifier._batched["verify"].sizes
     assert max(sizes) > 1, f"no verify forward was shared: {dict(sizes)}"
     assert max(engine._drafter._batched["propose"].sizes) > 1
+
+
+def test_a_loop_that_shuts_down_mid_batch_leaves_nothing_to_run_in_the_next():
+    ran: list[list[int]] = []
+
+    async def slow(calls):
+        ran.append(list(calls))
+        await asyncio.sleep(10)
+        return calls
+
+    batcher = Batcher(slow, max_batch=1)  # calls 1 and 2 wait behind the first
+
+    async def abandon():
+        calls = [asyncio.ensure_future(batcher(i)) for i in range(3)]
+        await asyncio.sleep(0.05)  # the first batch runs; the loop then closes under it
+        return calls
+
+    run(abandon())  # asyncio.run cancels what is left
+    assert ran == [[0]] and batcher.queued == 0
+
+    async def fast(calls):
+        ran.append(list(calls))
+        return calls
+
+    batcher.run_many = fast
+    assert run(batcher(7)) == 7 and ran[-1] == [7]
