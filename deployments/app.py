@@ -23,7 +23,10 @@ def build_app(args: dict) -> Application:
     logs = _logging(args)
     target = TargetServer.options(
         num_replicas=args.target_replicas, logging_config=logs, **_group_options(args)
-    ).bind(args.target.model_dump(), args.tp_size, args.max_sessions, _rank_options(args), args.batching.model_dump())
+    ).bind(
+        args.target.model_dump(), args.tp_size, args.max_sessions, _resources(args.rank_resources),
+        args.batching.model_dump(),
+    )
     draft = None
     if args.draft is not None:
         draft = DraftServer.options(num_replicas=args.draft_replicas, logging_config=logs).bind(
@@ -44,10 +47,6 @@ def _router_capacity(args: AppArgs) -> int:
 def _logging(args: AppArgs) -> dict:
     """Serve's access log is a line per call (several per round): on only at DEBUG."""
     return {"log_level": args.log_level, "enable_access_log": args.log_level == "DEBUG"}
-
-
-def _rank_options(args: AppArgs) -> dict:
-    return _resources(args.rank_resources)
 
 
 def _resources(resources) -> dict:

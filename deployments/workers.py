@@ -85,6 +85,9 @@ class DraftEngine:
     async def describe(self) -> dict:
         return _describe(self.worker)
 
+    async def ready(self) -> bool:
+        return True
+
 
 class _TargetCalls:
     """What a target rank answers: worker calls plus the facts the router asks for."""
@@ -180,7 +183,7 @@ class DraftServer:
     def __init__(self, model: dict, max_sessions: int = 64, batching: Optional[dict] = None,
                  resources: Optional[dict] = None):
         self.engine = DraftEngine.options(**(resources or {"num_cpus": 0})).remote(model, max_sessions, batching)
-        ray.get(self.engine.describe.remote())  # loaded before the replica reports healthy
+        ray.get(self.engine.ready.remote())  # loaded before the replica reports healthy
 
     async def endpoint(self):
         """This replica's draft actor, for a router to call directly."""
@@ -190,7 +193,7 @@ class DraftServer:
         return await self.engine.describe.remote()
 
     async def check_health(self) -> None:
-        await self.engine.describe.remote()
+        await self.engine.ready.remote()  # not `describe`: that ships the tokenizer every time
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})

@@ -42,7 +42,6 @@ HANDLE_EXAMPLE = (
     "logging_level=\"ERROR\"); h = serve.get_app_handle(\"specvid\"); "
     "print(h.generate.remote({{\"video\": \"{uri}\", \"prompt\": \"Describe the video.\"}}).result()[\"text\"])'"
 )
-SAMPLE_CLIPS = 4
 
 
 def app_settings(config_path: Path) -> dict:
@@ -79,7 +78,7 @@ def start_s3(endpoint: str) -> subprocess.Popen:
 def upload_samples(endpoint: str, bucket: str) -> list[dict]:
     import boto3
 
-    from specvid.shapesworld.sample import write_samples
+    from specvid.shapesworld.sample import SAMPLE_CLIPS, write_samples
 
     s3 = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
     s3.create_bucket(Bucket=bucket)

@@ -23,14 +23,12 @@ class AdmissionGate:
         self.limits = limits
         self.active = 0
         self.queued = 0
-        self.rejected = 0
         self._slots = asyncio.Semaphore(limits.max_active)
 
     @asynccontextmanager
     async def admitted(self) -> AsyncIterator[None]:
         """Hold one of the `max_active` places while the block runs (waiting for it if needed)."""
         if self.active + self.queued >= self.limits.max_active + self.limits.max_queued:
-            self.rejected += 1
             raise OverloadedError(
                 f"the deployment is at its limit ({self.active} requests decoding, {self.queued} queued; "
                 f"admission.max_active={self.limits.max_active}, admission.max_queued={self.limits.max_queued}); "

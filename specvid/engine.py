@@ -65,6 +65,7 @@ class _InProcess:
                 return await batcher(args)
             return method(*args)
 
+        setattr(self, name, call)  # built once: later look-ups find it without __getattr__
         return call
 
 

@@ -342,9 +342,9 @@ def _engine_client(args: argparse.Namespace, tmp, uris=None):
     """A LocalEngine client over held-out zoo clips, or over the sample clips `uris` name
     (written here from their seeds: the same bytes the deployment reads from S3)."""
     from specvid.bench import serving
-    from specvid.shapesworld.sample import write_samples
+    from specvid.shapesworld.sample import SAMPLE_CLIPS, write_samples
 
-    files = {record["file"]: str(tmp / record["file"]) for record in write_samples(tmp, 4)}
+    files = {record["file"]: str(tmp / record["file"]) for record in write_samples(tmp, SAMPLE_CLIPS)}
     engine = engine_from_args(args, uses_draft=True, local_root=str(tmp))
     uris = uris or list(files.values())
     local = {uri: files.get(uri.rsplit("/", 1)[-1]) for uri in uris}

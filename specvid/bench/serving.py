@@ -219,11 +219,11 @@ def plot_serving(path, rows: Sequence[dict], title: str) -> None:
 # ---- the command ------------------------------------------------------------------------------
 
 
-def sample_uris(bucket: str, count: int = 4) -> list[str]:
-    """The sample clips `make run` uploads (`ops/launch.py`): s3://BUCKET/shapesworld-SEED.mp4."""
-    from specvid.shapesworld.world import split_seeds
+def sample_uris(bucket: str) -> list[str]:
+    """The sample clips `make run` uploads (`ops/launch.py`) into s3://BUCKET/."""
+    from specvid.shapesworld.sample import sample_names
 
-    return [f"s3://{bucket}/shapesworld-{seed}.mp4" for seed in split_seeds("eval", count)]
+    return [f"s3://{bucket}/{name}.mp4" for name in sample_names()]
 
 
 def request_bodies(method: str, videos: Sequence[str], prompt: str, count: int, max_tokens: int) -> list[dict]:

@@ -15,6 +15,17 @@ from specvid.shapesworld.clips import Clip, encode_clip_mp4, make_clip
 from specvid.shapesworld.world import split_seeds
 
 INDEX_NAME = "samples.jsonl"
+SAMPLE_CLIPS = 4  # the clips `make run` uploads, and `specvid bench-serve` asks for by default
+
+
+def sample_name(seed: int) -> str:
+    """The name of the sample clip of an eval seed (its file is NAME.mp4)."""
+    return f"shapesworld-{seed}"
+
+
+def sample_names(n: int = SAMPLE_CLIPS, seed0: int = 0) -> list[str]:
+    """The names `write_samples(out, n, seed0)` writes, in order."""
+    return [sample_name(seed) for seed in split_seeds("eval", n, start=seed0)]
 
 
 def sample_record(name: str, file: str, clip: Clip) -> dict:
@@ -50,7 +61,7 @@ def write_samples(
     records = []
     for seed in split_seeds("eval", n, start=seed0):
         clip = make_clip(seed, num_frames=num_frames, size=size)
-        name = f"shapesworld-{seed}"
+        name = sample_name(seed)
         file = f"{name}.mp4"
         (out / file).write_bytes(encode_clip_mp4(clip))
         records.append(sample_record(name, file, clip))
