@@ -66,21 +66,26 @@ def test_clients_in_a_closed_loop_share_one_engine_and_each_answer_is_its_own(ra
 
 
 def test_the_http_client_keeps_as_many_requests_in_flight_as_there_are_clients():
-    """A real SSE server on 127.0.0.1 that holds each request 0.3 s and counts how many overlap."""
+    """A real SSE server on 127.0.0.1 that holds every request until all 12 overlap (or 10 s pass).
+
+    Holding until the last one arrives, rather than for a fixed time, keeps the check independent
+    of how fast the machine starts the clients' threads; a client capped below 12 still fails it.
+    """
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    lock, state = threading.Lock(), {"now": 0, "most": 0}
+    clients = 12
+    overlap, state = threading.Condition(), {"now": 0, "most": 0}
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (the stdlib's name)
             self.rfile.read(int(self.headers["Content-Length"]))
-            with lock:
+            with overlap:
                 state["now"] += 1
                 state["most"] = max(state["most"], state["now"])
-            time.sleep(0.3)
-            with lock:
+                overlap.notify_all()
+                overlap.wait_for(lambda: state["most"] >= clients, timeout=10)
                 state["now"] -= 1
             events = [{"token_ids": [1, 2]}, {"finish_reason": "length", "stats": {"rounds": 1}}]
             body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
@@ -97,11 +102,12 @@ def test_the_http_client_keeps_as_many_requests_in_flight_as_there_are_clients()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        client = serving.HttpClient(f"http://127.0.0.1:{server.server_port}", max_clients=12)
-        bodies = serving.request_bodies("ar", ["v"], "p", count=12, max_tokens=2)
-        outcomes, _ = asyncio.run(closed_loop(client, bodies, concurrency=12, max_seconds=30))
+        client = serving.HttpClient(f"http://127.0.0.1:{server.server_port}", max_clients=clients)
+        bodies = serving.request_bodies("ar", ["v"], "p", count=clients, max_tokens=2)
+        outcomes, _ = asyncio.run(closed_loop(client, bodies, concurrency=clients, max_seconds=30))
     finally:
         server.shutdown()
         server.server_close()
-    assert state["most"] == 12
+    assert state["most"] == clients
+    assert len(outcomes) == clients
     assert all(o.status == 200 and o.token_ids == [1, 2] and o.stats == {"rounds": 1} for o in outcomes)
