@@ -45,6 +45,11 @@ class AppArgs(_Strict):
     batching: BatchingConfig = Field(
         default_factory=BatchingConfig, description="How draft and target replicas batch concurrent requests."
     )
+    pipeline: bool = Field(
+        True,
+        description="Pipelined rounds by default: the draft drafts the next round while the target "
+        "verifies this one (same tokens; docs/decoding.md). A request's decoding.pipeline overrides it.",
+    )
     draft_timeout_s: float = Field(
         1.0,
         gt=0,

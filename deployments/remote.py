@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import ray
 from ray.serve.handle import DeploymentHandle
@@ -111,6 +111,12 @@ class RemoteDrafter(RemoteWorker):
             return await asyncio.wait_for(self._call("propose", request_id, commit, k), self.propose_timeout_s)
         except TimeoutError:
             raise SessionLostError(f"propose: no answer within {self.propose_timeout_s} s") from None
+
+    async def settle(self, request_id: str, base: int, verified: Sequence[int]) -> None:
+        """Sent, not awaited: it only cuts short a proposal drafted ahead, and it names the round
+        it is about (`base`), so arriving early or late changes no other call."""
+        if self.actor is not None:
+            self.actor.settle.remote(request_id, base, tuple(verified))
 
 
 class RemoteVerifier(RemoteWorker):

@@ -102,6 +102,10 @@ class Router:
     def has_draft(self) -> bool:
         return self.draft is not None
 
+    @property
+    def pipeline(self) -> bool:
+        return self.args.pipeline
+
     async def decode_text(self):
         if self._tokenizer is None:
             self._tokenizer = (await self.target.describe.remote())["tokenizer"]

@@ -79,6 +79,10 @@ class DraftEngine:
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         return await self._propose((request_id, commit, k))
 
+    async def settle(self, request_id: str, base: int, verified: tuple[int, ...]) -> None:
+        # On the event loop, while a proposal drafted ahead runs in its thread: it reads this.
+        self.worker.settle(request_id, base, verified)
+
     async def release(self, request_id: str) -> None:
         self.worker.release(request_id)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 
 from specvid.config import (
@@ -45,36 +46,48 @@ class _InProcess:
     While several requests decode, `propose` and `verify` go through a `Batcher`: the requests
     share each forward (`LocalEngine` serves `asyncio.gather` of many requests). A request
     alone calls the worker directly, which saves the batcher's hand-off on every call.
+
+    With a `thread`, the worker's forwards run there (in call order) instead of on the event
+    loop, so they overlap the other worker's: the draft of a pipelined `LocalEngine`. Calls that
+    only touch session state (`settle`, `release`) run at once, even while a forward runs.
     """
 
-    def __init__(self, worker: Any, max_batch: int, in_flight: Callable[[], int]):
+    IMMEDIATE = ("settle", "release")
+
+    def __init__(self, worker: Any, max_batch: int, in_flight: Callable[[], int],
+                 thread: Optional[ThreadPoolExecutor] = None):
         self._worker = worker
         self._in_flight = in_flight
+        self._thread = thread
         self._batched = {
-            name: Batcher(_inline(getattr(worker, f"{name}_many")), max_batch)
+            name: Batcher(_as_coroutine(getattr(worker, f"{name}_many"), thread), max_batch)
             for name in ("propose", "verify")
             if hasattr(worker, f"{name}_many")
         }
 
     def __getattr__(self, name: str):
         method = getattr(self._worker, name)
+        run = _as_coroutine(method, None if name in self.IMMEDIATE else self._thread)
         batcher = self._batched.get(name)
 
         async def call(*args):
             if batcher is not None and (self._in_flight() > 1 or batcher.queued):
                 return await batcher(args)
-            return method(*args)
+            return await run(*args)
 
         setattr(self, name, call)  # built once: later look-ups find it without __getattr__
         return call
 
 
-def _inline(run_many):
-    """A batched worker call run on the event loop itself: in-process, the forward is the work."""
-
-    async def run(calls):
-        return run_many(calls)
-
+def _as_coroutine(method: Callable, thread: Optional[ThreadPoolExecutor]) -> Callable:
+    """`method` as a coroutine function, run on the event loop itself (in process, the forward
+    is the work) or on `thread`."""
+    if thread is None:
+        async def run(*args):
+            return method(*args)
+    else:
+        async def run(*args):
+            return await asyncio.get_running_loop().run_in_executor(thread, method, *args)
     return run
 
 
@@ -91,16 +104,22 @@ class LocalEngine:
         limits: Limits = Limits(),
         max_sessions: int = 64,
         max_batch: int = 16,
+        pipeline: bool = False,
     ):
+        """`pipeline`: pipelined rounds by default, with the draft's forwards on a thread of their
+        own so they overlap the target's (docs/decoding.md; off by default: on a machine whose
+        cores are all busy with one forward, two forwards at once gain little)."""
         if draft is not None:
             check_pair(target, draft)
         self.target, self.draft = target, draft
         self.sources, self.video_limits, self.limits = sources, video_limits, limits
+        self.pipeline = pipeline and draft is not None
         self.target_worker = TargetWorker(target, max_sessions)
         self.draft_worker = DraftWorker(draft, max_sessions) if draft is not None else None
         self._in_flight = 0  # requests decoding now
         in_flight = lambda: self._in_flight  # noqa: E731
-        self._drafter = _InProcess(self.draft_worker, max_batch, in_flight) if draft is not None else None
+        thread = ThreadPoolExecutor(1, thread_name_prefix="specvid-draft") if self.pipeline else None
+        self._drafter = _InProcess(self.draft_worker, max_batch, in_flight, thread) if draft is not None else None
         self._verifier = _InProcess(self.target_worker, max_batch, in_flight)
 
     @classmethod

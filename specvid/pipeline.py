@@ -75,6 +75,7 @@ class Transport(Protocol):
     limits: Limits
     video_limits: VideoLimits
     has_draft: bool
+    pipeline: bool  # rounds are pipelined unless a request says otherwise (`DecodingConfig.pipeline`)
 
     async def shape(self, request: GenerationRequest, frames: int) -> RequestShape:
         """The request's frame size and context length at `frames` frames (no video needed)."""
@@ -154,6 +155,9 @@ async def run_request(
     if video is None:
         video = await transport.video_for(request)
     stats.video_s = time.perf_counter() - started
+    if request.decoding.pipeline is None:  # the deployment's default
+        decoding = request.decoding.model_copy(update={"pipeline": transport.pipeline})
+        request = request.model_copy(update={"decoding": decoding})
     drafter, verifier = transport.workers(request_id, video, request.decoding.uses_draft)
     chunks = stream_request(drafter, verifier, request, video, stats, decode_text, request_id)
     try:

@@ -44,6 +44,7 @@ class Verdict:
     rescued: int = 0  # accepted mismatches at strict positions, by the shift rule
     # (absolute position, target's token) at each loosely accepted position, for later rescues
     wishes: tuple[tuple[int, int], ...] = field(default=())
+    compute_s: float = 0.0  # the target's time for the batch that verified it (set by the worker)
 
 
 def greedy_accept(

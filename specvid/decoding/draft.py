@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
@@ -16,6 +17,7 @@ from specvid.decoding.session import (
     VideoKeep,
     Worker,
     returned,
+    stamped,
 )
 from specvid.errors import InvalidRequestError, SpecVidError
 
@@ -41,16 +43,16 @@ class DraftWorker(Worker):
         return session.state.length
 
     def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
-        """Up to k tokens continuing the committed sequence: fewer if the draft ends with EOS, or,
-        with adaptive length, after a token it was not confident of."""
+        """Up to k tokens continuing the committed sequence (and `commit.assumed`): fewer if the
+        draft ends with EOS, or, with adaptive length, after a token it was not confident of."""
         return returned(self.propose_many([(request_id, commit, k)])[0])
 
     def propose_many(self, calls: Sequence[tuple[str, Commit, int]]) -> list[Union[Proposal, SpecVidError]]:
         """`propose` for several requests: each draft step is one forward over the requests
         still drafting. A request that cannot go on gets its error in its place of the list."""
+        started = time.perf_counter()
         results: list = [None] * len(calls)
-        rounds: list[_Round] = []
-        blocks: list[list[int]] = []
+        drafting: list[tuple[_Round, list[int]]] = []  # each round with the block it feeds next
         for i, (request_id, commit, k) in enumerate(calls):
             try:
                 session = self.sessions.get(request_id)
@@ -59,18 +61,39 @@ class DraftWorker(Worker):
             except SpecVidError as error:
                 results[i] = error
                 continue
-            rounds.append(_Round(i, session, k))
-            blocks.append(block)
-        while rounds:
-            logits = self._feed_many([r.session for r in rounds], blocks)
-            drafting = []
-            for r, block_logits in zip(rounds, logits):
+            ahead = (len(session.committed), commit.assumed) if commit.assumed else None
+            drafting.append((_Round(i, session, k, ahead), block))
+        while drafting:
+            for r, _ in drafting:
+                if r.overtaken():
+                    results[r.index] = r.proposal()
+            drafting = [(r, block) for r, block in drafting if results[r.index] is None]
+            if not drafting:
+                break
+            logits = self._feed_many([r.session for r, _ in drafting], [block for _, block in drafting])
+            going = []
+            for (r, _), block_logits in zip(drafting, logits):
                 if r.choose(block_logits[-1], self.model.eos_token_ids):
-                    drafting.append(r)
+                    going.append((r, [r.tokens[-1]]))
                 else:
                     results[r.index] = r.proposal()
-            rounds, blocks = drafting, [[r.tokens[-1]] for r in drafting]
-        return results
+            drafting = going
+        return stamped(results, time.perf_counter() - started)
+
+    def settle(self, request_id: str, base: int, verified: Sequence[int]) -> None:
+        """The target verified `verified` (accepted + next token) after the first `base`
+        committed tokens: a round of the request drafting ahead from there stops at its next
+        step once its path leaves them (its proposal would be discarded anyway).
+
+        Greedy sessions only: a sampled round drafting ahead runs to its end, so how many random
+        draws it takes, and so a seeded output, never depends on timing.
+        """
+        try:
+            session = self.sessions.get(request_id)
+        except SpecVidError:
+            return  # nothing drafts for it here any more
+        if session.sampling.greedy:
+            session.settled = (base, tuple(verified))
 
 
 @dataclass
@@ -80,8 +103,18 @@ class _Round:
     index: int  # in the batch of calls
     session: Session
     k: int
+    ahead: Optional[tuple[int, tuple[int, ...]]] = None  # drafting ahead: (committed count, assumed tokens)
     tokens: list[int] = field(default_factory=list)
     probs: list[torch.Tensor] = field(default_factory=list)
+
+    def overtaken(self) -> bool:
+        """Whether the target's verdict, told while this round drafts ahead, rules its path out."""
+        settled = self.session.settled
+        if self.ahead is None or settled is None or settled[0] != self.ahead[0]:
+            return False
+        path, verified = list(self.ahead[1]) + self.tokens, settled[1]
+        m = min(len(path), len(verified))
+        return path[:m] != list(verified[:m])
 
     def choose(self, logits: torch.Tensor, eos: frozenset[int]) -> bool:
         """Draw the next token from the draft's logits [vocab]; whether the round drafts on."""
@@ -91,7 +124,8 @@ class _Round:
         return len(self.tokens) < self.k and token not in eos and not _unsure(self.session, logits, token, prob)
 
     def proposal(self) -> Proposal:
-        return Proposal(tuple(self.tokens), None if self.session.sampling.greedy else torch.stack(self.probs))
+        probs = torch.stack(self.probs) if self.probs and not self.session.sampling.greedy else None
+        return Proposal(tuple(self.tokens), probs)
 
 
 def _unsure(session, logits: torch.Tensor, token: int, prob: Optional[torch.Tensor]) -> bool:

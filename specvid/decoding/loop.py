@@ -13,6 +13,13 @@ One round:
     verify   target scores pending token + k guesses in one forward, keeps n, adds 1
     commit   the n + 1 tokens reach each worker on its next call
 
+Pipelined rounds (`DecodingConfig.pipeline`) keep the draft busy while the target verifies:
+the draft takes its own proposal as accepted and drafts ahead, a guess at the target's next
+token followed by the next round's k tokens. If the target accepts all k and picks that next
+token, the next round's proposal is already there; otherwise it is discarded (the draft stops
+at its next step once told the verdict) and the draft proposes from the committed tokens as
+usual. Either way the target verifies what it would have verified, so the output is unchanged.
+
 A worker that lost a request's session (a replica died, an LRU evicted it) is re-prefilled and
 the committed tokens replayed. The target is restored before the round goes on; the draft is
 restored in the background while the target decodes alone (k = 0 rounds), so losing the draft
@@ -25,7 +32,8 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from typing import AsyncIterator, Optional, Protocol
+from dataclasses import dataclass
+from typing import AsyncIterator, Optional, Protocol, Sequence
 
 from specvid.config import DecodingConfig
 from specvid.decoding.accept import Verdict
@@ -39,12 +47,13 @@ from specvid.decoding.session import (
     VideoKeep,
 )
 from specvid.decoding.stats import SpecStats
-from specvid.errors import SessionLostError
+from specvid.errors import SessionLostError, SpecVidError
 
 
 class Drafter(Protocol):
     async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep]) -> int: ...
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal: ...
+    async def settle(self, request_id: str, base: int, verified: Sequence[int]) -> None: ...
     async def release(self, request_id: str) -> None: ...
 
 
@@ -52,6 +61,34 @@ class Verifier(Protocol):
     async def prefill(self, request: PrefillRequest) -> PrefillResult: ...
     async def verify(self, request_id: str, commit: Commit, proposal: Proposal) -> Verdict: ...
     async def release(self, request_id: str) -> None: ...
+
+
+@dataclass
+class _Ahead:
+    """The draft's proposal for the next round, drafted while the target verifies this one."""
+
+    base: int  # committed tokens it drafts after
+    assumed: tuple[int, ...]  # this round's proposal, taken as accepted
+    task: asyncio.Task  # -> Proposal: a guess at the target's next token, then up to k drafts
+
+    async def claim(self, verified: list[int], stats: SpecStats) -> Optional[Proposal]:
+        """The next round's proposal if the draft guessed this round's outcome (`verified`:
+        accepted + next token), else None."""
+        try:
+            guess = await self.task
+        except SpecVidError:
+            return None  # the next proposal meets the same trouble and the loop handles it there
+        stats.draft_compute_s += guess.compute_s
+        stats.ahead_rounds += 1
+        if len(guess.tokens) < 2 or list(self.assumed) + [guess.tokens[0]] != verified:
+            return None
+        stats.ahead_hits += 1
+        return guess.after(1)
+
+    async def discard(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
 
 
 class _Peer:
@@ -80,6 +117,7 @@ async def decode(
     (`specvid.pipeline.admit`): a drafter is given whenever the method uses one.
     """
     use_draft = config.uses_draft
+    pipelined = use_draft and bool(config.pipeline)
     max_tokens = request.sampling.max_tokens
     rid = request.request_id
     draft, target = _Peer(), _Peer()
@@ -105,6 +143,7 @@ async def decode(
         generated: list[int] = []
         pending = [prefill.first_token]
         draft_restore: Optional[asyncio.Task] = None  # re-prefilling a lost draft session
+        ahead: Optional[_Ahead] = None  # pipelined: the next proposal, drafted during the verify
         while True:
             # Emit this round's tokens, cut at the first stop token or the token budget.
             emit, done = _truncate(pending, stops, max_tokens - len(generated))
@@ -121,20 +160,35 @@ async def decode(
             drafting = use_draft and draft_restore is None
             k = min(config.num_draft_tokens, max_tokens - len(generated) - 1) if drafting else 0
             proposal = Proposal.empty()
-            if k > 0:
+            if ahead is not None:
+                proposal = (await ahead.claim(pending, stats) if k > 0 else None) or proposal
+                ahead = None
+            if k > 0 and not proposal.tokens:
                 try:
                     proposal = await drafter.propose(rid, draft.commit(generated), k)
+                    stats.draft_compute_s += proposal.compute_s
                 except SessionLostError:
                     draft_restore = asyncio.ensure_future(drafter.prefill(request, keep))
             if use_draft and draft_restore is not None:
                 stats.draftless_rounds += 1
+            # After a full accept, the next round drafts this many tokens behind a guessed one.
+            next_k = min(config.num_draft_tokens, max_tokens - len(generated) - len(proposal.tokens) - 2)
+            if pipelined and proposal.tokens and next_k > 0 and proposal.tokens[-1] not in stops:
+                commit = dataclasses.replace(draft.commit(generated), assumed=proposal.tokens)
+                ahead = _Ahead(len(generated), proposal.tokens,
+                               asyncio.ensure_future(drafter.propose(rid, commit, next_k + 1)))
             verdict = await _with_restore(
                 lambda: verifier.verify(rid, target.commit(generated), proposal),
                 lambda: _restore(verifier.prefill(request), target, stats),
             )
+            stats.target_compute_s += verdict.compute_s
             stats.record_round(len(proposal.tokens), verdict.num_accepted, verdict.loose, verdict.rescued)
             pending = list(proposal.tokens[: verdict.num_accepted]) + [verdict.next_token]
+            if ahead is not None:
+                await drafter.settle(rid, ahead.base, pending)
     finally:
+        if ahead is not None:
+            await ahead.discard()
         if draft_restore is not None:
             draft_restore.cancel()
             with contextlib.suppress(BaseException):

@@ -10,6 +10,7 @@ Only token ids (and, when sampling, draft probabilities) cross a process boundar
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -74,10 +75,16 @@ class VideoKeep:
 
 @dataclass(frozen=True)
 class Commit:
-    """Tokens committed since the worker last heard: `tokens` extend the first `base` ones."""
+    """Tokens committed since the worker last heard: `tokens` extend the first `base` ones.
+
+    `assumed` tokens follow the committed ones for this call only: a draft asked to draft ahead
+    while the target still verifies its last proposal takes that proposal as accepted, without
+    committing it (`decoding/loop.py`, pipelined rounds).
+    """
 
     base: int
     tokens: tuple[int, ...]
+    assumed: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,11 @@ class Proposal:
 
     tokens: tuple[int, ...]  # [k]
     probs: Optional[torch.Tensor] = None  # [k, vocab]; only when sampling
+    compute_s: float = 0.0  # the draft's forward time for the batch that drafted it
+
+    def after(self, first: int) -> "Proposal":
+        """The proposal without its first `first` tokens."""
+        return Proposal(self.tokens[first:], None if self.probs is None else self.probs[first:], self.compute_s)
 
     @staticmethod
     def empty() -> "Proposal":
@@ -113,6 +125,9 @@ class Session:
     cached: list[int] = field(default_factory=list)  # generated tokens whose KV is cached
     loose: Optional[object] = None  # the target's per-request LVSpec state (`decoding/target.py`)
     draft_confidence: float = 0.0  # a draft session's adaptive-length threshold
+    # The tokens the target verified last (accepted + next), told to a draft drafting ahead:
+    # its round stops once its path leaves them. Set from another thread, read between steps.
+    settled: Optional[tuple[int, ...]] = None
 
 
 class SessionStore:
@@ -167,16 +182,20 @@ class Worker:
         return session
 
     def _sync(self, session: Session, commit: Commit) -> list[int]:
-        """Apply commit info; crop the cache to what agrees with it; return tokens to feed."""
+        """Apply commit info; crop the cache to what agrees with it (and with the assumed
+        tokens); return tokens to feed."""
         if commit.base != len(session.committed):
             raise SessionLostError(
                 f"commit base {commit.base} does not match the {len(session.committed)} tokens held"
             )
         session.committed.extend(commit.tokens)
-        agree = _common_prefix(session.cached, session.committed)
+        path = session.committed + list(commit.assumed)
+        # Feed at least the path's last token, even when the cache holds it: its logits are the
+        # call's answer (a round drafting ahead that met a verdict before it began, drafted again).
+        agree = min(_common_prefix(session.cached, path), max(len(path) - 1, 0))
         self.model.crop(session.state, session.state.prompt_length + agree)
         del session.cached[agree:]
-        return session.committed[agree:]
+        return path[agree:]
 
     def _feed_many(self, sessions: list[Session], blocks: list[list[int]]) -> list[torch.Tensor]:
         """Extend each session's cache by its block, all in one forward; return their logits."""
@@ -184,6 +203,11 @@ class Worker:
         for session, block in zip(sessions, blocks):
             session.cached.extend(block)
         return logits  # per session [len(block), vocab]
+
+
+def stamped(results: list, compute_s: float) -> list:
+    """A batched call's answers, each stamped with the batch's compute time (errors as they are)."""
+    return [r if isinstance(r, BaseException) else dataclasses.replace(r, compute_s=compute_s) for r in results]
 
 
 def returned(result):

@@ -23,6 +23,8 @@ class SpecStats:
     shift_rescues: int = 0  # LVSpec: accepted mismatches at strict positions, by the shift rule
     sessions_restored: int = 0
     draftless_rounds: int = 0  # rounds verified without proposals while a lost draft session came back
+    ahead_rounds: int = 0  # pipelined: proposals drafted ahead during a verify
+    ahead_hits: int = 0  # ... of which the next round used (every draft accepted, next token guessed)
     prompt_tokens: int = 0
     video_tokens: int = 0  # in the target's context
     draft_video_tokens: int = 0  # in the draft's context (fewer when pruned)
@@ -32,6 +34,9 @@ class SpecStats:
     prune_s: float = 0.0  # choosing the draft's video tokens
     draft_prefill_s: float = 0.0
     decode_s: float = 0.0
+    # Forward time of the batches that drafted / verified for this request, during decoding.
+    draft_compute_s: float = 0.0
+    target_compute_s: float = 0.0
 
     def record_round(self, drafted: int, accepted: int, loose: int = 0, rescued: int = 0) -> None:
         """Count one verify round: `drafted` proposals, of which the first `accepted` kept
@@ -83,6 +88,20 @@ class SpecStats:
         return 1.0 - self.draft_video_tokens / self.video_tokens
 
     @property
+    def draft_idle_share(self) -> float:
+        """Share of the decode time the draft spent not drafting for this request."""
+        return _idle(self.draft_compute_s, self.decode_s)
+
+    @property
+    def target_idle_share(self) -> float:
+        """Share of the decode time the target spent not verifying for this request."""
+        return _idle(self.target_compute_s, self.decode_s)
+
+    @property
+    def ahead_hit_rate(self) -> float:
+        return self.ahead_hits / self.ahead_rounds if self.ahead_rounds else 0.0
+
+    @property
     def total_s(self) -> float:
         return self.video_s + self.prefill_s + self.decode_s
 
@@ -97,8 +116,15 @@ class SpecStats:
             pruned_ratio=self.pruned_ratio,
             loose_accepts_per_100=self.loose_accepts_per_100,
             shift_rescues_per_100=self.shift_rescues_per_100,
+            draft_idle_share=self.draft_idle_share,
+            target_idle_share=self.target_idle_share,
+            ahead_hit_rate=self.ahead_hit_rate,
         )
         return out
+
+
+def _idle(busy_s: float, wall_s: float) -> float:
+    return max(0.0, 1.0 - busy_s / wall_s) if wall_s > 0 else 0.0
 
 
 def _grow(counts: list[int], length: int) -> None:

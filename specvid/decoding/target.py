@@ -7,6 +7,7 @@ of the shift rule all live in the target's session.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -31,6 +32,7 @@ from specvid.decoding.session import (
     Session,
     Worker,
     returned,
+    stamped,
 )
 from specvid.decoding.strict import TokenClasses, strict_positions
 from specvid.errors import SpecVidError
@@ -107,6 +109,7 @@ class TargetWorker(Worker):
         A request that cannot go on (its session lost, its context full) gets its error in its
         place of the list; the others are verified as if each were alone.
         """
+        started = time.perf_counter()
         results: list = [None] * len(calls)
         batch: list[tuple[int, Session, list[int], Proposal]] = []
         for i, (request_id, commit, proposal) in enumerate(calls):
@@ -125,7 +128,7 @@ class TargetWorker(Worker):
             logits = self._feed_many([b[1] for b in batch], [b[2] for b in batch])
             for (i, session, _, proposal), block in zip(batch, logits):
                 results[i] = self._judge(session, block, proposal)
-        return results
+        return stamped(results, time.perf_counter() - started)
 
     def _verify_with_video_mass(self, session: Session, tokens: list[int], proposal: Proposal) -> Verdict:
         """LVSpec with attention relevance: the verify forward also measures each query's

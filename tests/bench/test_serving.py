@@ -4,7 +4,6 @@ tests/serve/test_serve_load.py)."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
