@@ -7,7 +7,9 @@ refusals (503). Against a running deployment (`--url`, REST with server-sent eve
 in-process `LocalEngine` (same requests, same measurement, no Ray).
 
 The Serve overhead per round is `(served decode time - LocalEngine decode time) / rounds` of
-the same request with the same tokens, one client at a time, median over requests.
+the same request with the same tokens, one client at a time, median over requests; `LocalEngine`
+runs its default (rounds not pipelined), whatever the served method asks for. Methods take the
+knobs of `specvid bench --methods`: `sd,sd:pipeline=false` compares pipelined rounds with plain.
 """
 
 from __future__ import annotations
@@ -159,6 +161,10 @@ def round_overheads_ms(served: Sequence[Outcome], local: Sequence[Outcome]) -> l
     return overheads
 
 
+def _median_stat(outcomes: Sequence[Outcome], key: str) -> float:
+    return _quantile(sorted(o.stats[key] for o in outcomes if key in o.stats), 0.5)
+
+
 def _quantile(values: Sequence[float], q: float) -> float:
     """The q-quantile of sorted `values`, linearly interpolated (0 for no values)."""
     if not values:
@@ -227,16 +233,27 @@ def sample_uris(bucket: str) -> list[str]:
 
 
 def request_bodies(method: str, videos: Sequence[str], prompt: str, count: int, max_tokens: int) -> list[dict]:
-    """`count` requests of one method over the videos in turn; each decodes exactly max_tokens."""
+    """`count` requests of one method over the videos in turn; each decodes exactly max_tokens.
+
+    `method` is an entry of `--methods`, knobs included (`sd:pipeline=false`, `sd:k=3`)."""
+    from specvid.bench.methods import parse_method
+
+    decoding = parse_method(method, {}).decoding.model_dump(exclude_unset=True)
     return [
         {
             "video": videos[i % len(videos)],
             "prompt": prompt,
             "sampling": {"max_tokens": max_tokens, "ignore_eos": True},
-            "decoding": {"method": method},
+            "decoding": dict(decoding),
         }
         for i in range(count)
     ]
+
+
+def engine_default(body: dict) -> dict:
+    """A request as `LocalEngine` runs it by default: rounds not pipelined."""
+    decoding = {k: v for k, v in body["decoding"].items() if k != "pipeline"}
+    return {**body, "decoding": decoding}
 
 
 def run_levels(client: Client, methods: Sequence[str], levels: Sequence[int], videos: Sequence[str],
@@ -259,10 +276,12 @@ def run_levels(client: Client, methods: Sequence[str], levels: Sequence[int], vi
 
 def overhead_rows(served: dict[str, list[Outcome]], local_client: Client, videos: Sequence[str], prompt: str,
                   max_tokens: int) -> list[dict]:
-    """The Serve overhead per round: the one-client requests again, through `LocalEngine`."""
+    """The Serve overhead per round: the one-client requests again, through `LocalEngine` as it
+    runs by default (so a pipelined served row compares with plain in-process rounds); and how
+    idle each served worker was."""
     rows = []
     for method, outcomes in served.items():
-        bodies = request_bodies(method, videos, prompt, len(outcomes), max_tokens)
+        bodies = [engine_default(b) for b in request_bodies(method, videos, prompt, len(outcomes), max_tokens)]
         asyncio.run(local_client.send(bodies[0]))  # warm, as the served run was
         local, _ = asyncio.run(closed_loop(local_client, bodies, 1, float("inf")))
         overheads = sorted(round_overheads_ms(outcomes, local))
@@ -275,6 +294,7 @@ def overhead_rows(served: dict[str, list[Outcome]], local_client: Client, videos
             "served_decode_tokens_per_s": _quantile(sorted(served_tps), 0.5),
             "local_decode_tokens_per_s": _quantile(sorted(local_tps), 0.5),
             "identical": sum(s.token_ids == loc.token_ids for s, loc in zip(outcomes, local)) / len(local),
+            **{key: _median_stat(outcomes, key) for key in ("draft_idle_share", "target_idle_share", "ahead_hit_rate")},
         })
     for row in rows:
         row["served_vs_local"] = row["served_decode_tokens_per_s"] / max(row["local_decode_tokens_per_s"], 1e-9)
@@ -288,5 +308,8 @@ OVERHEAD_COLUMNS = (
     ("LocalEngine decode tok/s", "local_decode_tokens_per_s", "{:.1f}"),
     ("served / local", "served_vs_local", "{:.2f}"),
     ("overhead ms/round p50", "overhead_ms_per_round_p50", "{:.2f}"),
+    ("draft idle", "draft_idle_share", "{:.2f}"),
+    ("target idle", "target_idle_share", "{:.2f}"),
+    ("ahead used", "ahead_hit_rate", "{:.2f}"),
     ("same tokens", "identical", "{:.2f}"),
 )
