@@ -46,9 +46,16 @@ class AppArgs(_Strict):
         default_factory=BatchingConfig, description="How draft and target replicas batch concurrent requests."
     )
     pipeline: bool = Field(
-        True,
+        False,
         description="Pipelined rounds by default: the draft drafts the next round while the target "
-        "verifies this one (same tokens; docs/decoding.md). A request's decoding.pipeline overrides it.",
+        "verifies this one (same tokens; docs/decoding.md). Pays where draft and target have devices of "
+        "their own; on a few shared CPU cores it costs (docs/serving.md). A request's decoding.pipeline "
+        "overrides it.",
+    )
+    compiled_graphs: bool = Field(
+        True,
+        description="Rounds reach the worker actors over Ray Compiled Graphs (a tenth of a plain actor "
+        "call's overhead; one router per worker actor holds one, docs/serving.md); false: plain actor calls.",
     )
     draft_timeout_s: float = Field(
         1.0,

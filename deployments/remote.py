@@ -8,6 +8,8 @@ in-process calls:
   worker actor, and every later call of the request goes to that actor directly: a Ray actor
   call per round instead of a Serve handle call, and the session is where the calls go;
 - frames go to the actor once, as an object reference, not inside every message;
+- a round's call (`propose`, `verify`) takes the router's compiled graph to that actor where
+  there is one (`deployments/graphs.py`), a plain actor call otherwise;
 - an actor that died mid-request looks to the loop like a worker that lost the session:
   `SessionLostError`, after which the loop re-prefills (on a live replica) and replays the
   committed tokens. Prefill itself is retried with back-off while Serve replaces the replica;
@@ -25,6 +27,7 @@ from typing import Any, Optional, Sequence
 import ray
 from ray.serve.handle import DeploymentHandle
 
+from deployments.graphs import Links
 from specvid.decoding.accept import Verdict
 from specvid.decoding.session import (
     Commit,
@@ -50,15 +53,22 @@ def unwrap(error: BaseException) -> BaseException:
 class RemoteWorker:
     """One request's view of a worker deployment: the worker actor its prefill reached."""
 
-    def __init__(self, handle: DeploymentHandle, frames: ray.ObjectRef, retry_s: float = 60.0):
+    round_method = ""  # the call every round makes (`propose` / `verify`): it may take a compiled graph
+
+    def __init__(self, handle: DeploymentHandle, frames: ray.ObjectRef, retry_s: float = 60.0,
+                 links: Optional[Links] = None):
         self.handle = handle
         self.frames = frames
         self.retry_s = retry_s
+        self.links = links
         self.actor: Optional[ray.actor.ActorHandle] = None
 
     async def _call(self, method: str, *args: Any) -> Any:
         if self.actor is None:
             raise SessionLostError(f"{method}: the request holds no session on this worker")
+        link = self.links.get(self.actor) if self.links is not None and method == self.round_method else None
+        if link is not None:
+            return await link.call(args)
         try:
             return await getattr(self.actor, method).remote(*args)
         except REPLICA_LOST as e:
@@ -99,6 +109,8 @@ class RemoteDrafter(RemoteWorker):
     session: a replica that died is not always known dead at once, and the loop can go on with
     the target alone (lossless) while the draft comes back, rather than wait."""
 
+    round_method = "propose"
+
     def __init__(self, *args: Any, propose_timeout_s: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.propose_timeout_s = propose_timeout_s
@@ -120,6 +132,8 @@ class RemoteDrafter(RemoteWorker):
 
 
 class RemoteVerifier(RemoteWorker):
+    round_method = "verify"
+
     async def prefill(self, request: PrefillRequest) -> PrefillResult:
         return await self._prefill(_without_frames(request), self.frames)
 

@@ -21,6 +21,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.args import AppArgs
+from deployments.graphs import Links
 from deployments.http import api, api_key_from_env, configure, error_response, json_body
 from deployments.metrics import RouterMetrics
 from deployments.openai_api import (
@@ -87,6 +88,11 @@ class Router:
         self.gate = AdmissionGate(self.args.admission)
         self._tokenizer = None
         self._frame_sizes: dict[tuple[int, int], tuple[int, int]] = {}
+        # Compiled graphs to the worker actors this replica's requests reach (`deployments/graphs.py`).
+        self.links = Links(self.args.batching.max_batch_size, enabled=self.args.compiled_graphs)
+
+    def __del__(self):
+        self.links.close()  # Serve calls this when the replica shuts down
 
     # ---- the pipeline's transport ---------------------------------------------------------------
 
@@ -136,11 +142,11 @@ class Router:
     def workers(self, request_id: str, video, uses_draft: bool):
         frames = ray.put(video.frames)  # once per request, shared by both sides
         drafter = (
-            RemoteDrafter(self.draft, frames, propose_timeout_s=self.args.draft_timeout_s)
+            RemoteDrafter(self.draft, frames, propose_timeout_s=self.args.draft_timeout_s, links=self.links)
             if uses_draft
             else None
         )
-        return drafter, RemoteVerifier(self.target, frames)
+        return drafter, RemoteVerifier(self.target, frames, links=self.links)
 
     # ---- the one path every entry point takes ------------------------------------------------
 

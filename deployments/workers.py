@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import threading
 from typing import Any, Optional
 
 import numpy as np
@@ -34,6 +35,7 @@ from ray import serve
 from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from deployments.graphs import GraphClaim
 from deployments.metrics import BatchMetrics
 from specvid.config import BatchingConfig, ModelSpec, parse
 from specvid.decoding.batching import Batcher
@@ -56,6 +58,17 @@ def _with_frames(request: PrefillRequest, frames: np.ndarray) -> PrefillRequest:
     return dataclasses.replace(request, frames=frames)
 
 
+def _use_reserved_cpus() -> None:
+    """Intra-op threads for this actor's forwards: as many as the CPUs it reserved (at least 1).
+
+    Left alone, every actor's torch starts a thread per core of the node, and the draft, target
+    and router processes of one machine then fight over the same cores (measured slower)."""
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
 def _batcher(run_many, batching: Optional[dict], worker: str) -> Batcher:
     config = parse(BatchingConfig, batching or {})
     return Batcher(run_many, config.max_batch_size, config.max_wait_ms / 1e3, BatchMetrics(worker))
@@ -69,9 +82,21 @@ class DraftEngine:
     """A draft worker in its own actor: prefill, batched proposals, release."""
 
     def __init__(self, model: dict, max_sessions: int, batching: Optional[dict]):
+        _use_reserved_cpus()
         self.worker = DraftWorker(load_model(parse(ModelSpec, model)), max_sessions)
         # Proposals of concurrent requests share each draft step's forward (`propose_many`).
         self._propose = _batcher(lambda calls: asyncio.to_thread(self.worker.propose_many, calls), batching, "draft")
+        self._graph = GraphClaim()
+
+    async def claim_graph(self, owner: str) -> bool:
+        return self._graph.claim(owner)
+
+    async def graph_owner(self) -> Optional[str]:
+        return self._graph.owner
+
+    def run_many(self, calls: list) -> list:
+        """A router's batched proposals over its compiled graph (run on the graph's thread)."""
+        return self.worker.propose_many(calls)
 
     async def prefill(self, request: PrefillRequest, frames: np.ndarray, keep: Optional[VideoKeep] = None):
         return await asyncio.to_thread(self.worker.prefill, _with_frames(request, frames), keep)
@@ -129,6 +154,7 @@ class TargetRank(_TargetCalls):
     def __init__(
         self, model: dict, rank: int, tp_size: int, master_addr: str, master_port: int, max_sessions: int
     ):
+        _use_reserved_cpus()
         spec = parse(ModelSpec, model)
         os.environ.update(rank_environment(rank, tp_size, master_addr, master_port))
         os.environ.setdefault("DS_ACCELERATOR", "cpu" if spec.device == "cpu" else "cuda")
@@ -145,20 +171,38 @@ class TargetEngine:
     """The target's data path: prefill, batched verifies, release; over a TP group or alone."""
 
     def __init__(self, model: dict, max_sessions: int, batching: Optional[dict], ranks: list):
+        _use_reserved_cpus()
         self.ranks = ranks
         self.local = _LocalTarget(parse(ModelSpec, model), max_sessions) if not ranks else None
         # Verifies of concurrent requests share one forward (`verify_many`), on every rank alike.
         self._verify = _batcher(lambda calls: self._run("verify_many", calls), batching, "target")
+        self._graph = GraphClaim()
+        self._sweep = threading.Lock()  # plain calls and the graph's thread both submit to ranks
 
     async def _run(self, method: str, *args: Any) -> Any:
         if self.local is not None:
             # Forwards run off the event loop, so other calls still get answers meanwhile.
             return await asyncio.to_thread(self.local.call, method, *args)
-        # Submitted in one synchronous sweep, so every rank sees the calls in the same order
-        # (the collectives inside the forward pair up); rank 0's answer stands for the group.
-        refs = [rank.call.remote(method, *args) for rank in self.ranks]
-        results = await asyncio.gather(*refs)
+        results = await asyncio.gather(*self._submit(method, *args))
         return results[0]
+
+    def _submit(self, method: str, *args: Any) -> list:
+        # Submitted in one sweep no other thread interleaves with, so every rank sees the calls
+        # in the same order (the collectives inside the forward pair up); rank 0 answers.
+        with self._sweep:
+            return [rank.call.remote(method, *args) for rank in self.ranks]
+
+    async def claim_graph(self, owner: str) -> bool:
+        return self._graph.claim(owner)
+
+    async def graph_owner(self) -> Optional[str]:
+        return self._graph.owner
+
+    def run_many(self, calls: list) -> list:
+        """A router's batched verifies over its compiled graph (run on the graph's thread)."""
+        if self.local is not None:
+            return self.local.call("verify_many", calls)
+        return ray.get(self._submit("verify_many", calls))[0]
 
     async def prefill(self, request: PrefillRequest, frames: np.ndarray):
         return await self._run("prefill", _with_frames(request, frames))

@@ -155,8 +155,8 @@ class DecodingConfig(_Strict):
     pipeline: Optional[bool] = Field(
         None,
         description="Pipelined rounds: the draft drafts the next round while the target verifies this "
-        "one (docs/decoding.md); output unchanged. None: the deployment's default (on in the Ray Serve "
-        "application, where draft and target run in separate processes; off in LocalEngine).",
+        "one (docs/decoding.md); output unchanged. None: the deployment's default (AppArgs.pipeline in "
+        "the Ray Serve application, LocalEngine(pipeline=...) in process; both off unless set).",
     )
     drop_rate: float = Field(
         0.9, ge=0.0, lt=1.0, description="specvlm: share of the video tokens left out of the draft's context."

@@ -160,6 +160,7 @@ async def decode(
             drafting = use_draft and draft_restore is None
             k = min(config.num_draft_tokens, max_tokens - len(generated) - 1) if drafting else 0
             proposal = Proposal.empty()
+            waited = time.perf_counter()
             if ahead is not None:
                 proposal = (await ahead.claim(pending, stats) if k > 0 else None) or proposal
                 ahead = None
@@ -169,6 +170,7 @@ async def decode(
                     stats.draft_compute_s += proposal.compute_s
                 except SessionLostError:
                     draft_restore = asyncio.ensure_future(drafter.prefill(request, keep))
+            stats.draft_wait_s += time.perf_counter() - waited
             if use_draft and draft_restore is not None:
                 stats.draftless_rounds += 1
             # After a full accept, the next round drafts this many tokens behind a guessed one.
@@ -177,10 +179,12 @@ async def decode(
                 commit = dataclasses.replace(draft.commit(generated), assumed=proposal.tokens)
                 ahead = _Ahead(len(generated), proposal.tokens,
                                asyncio.ensure_future(drafter.propose(rid, commit, next_k + 1)))
+            waited = time.perf_counter()
             verdict = await _with_restore(
                 lambda: verifier.verify(rid, target.commit(generated), proposal),
                 lambda: _restore(verifier.prefill(request), target, stats),
             )
+            stats.target_wait_s += time.perf_counter() - waited
             stats.target_compute_s += verdict.compute_s
             stats.record_round(len(proposal.tokens), verdict.num_accepted, verdict.loose, verdict.rescued)
             pending = list(proposal.tokens[: verdict.num_accepted]) + [verdict.next_token]

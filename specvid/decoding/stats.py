@@ -37,6 +37,9 @@ class SpecStats:
     # Forward time of the batches that drafted / verified for this request, during decoding.
     draft_compute_s: float = 0.0
     target_compute_s: float = 0.0
+    # Time the decode loop waited for the draft's / target's answers: compute plus the trip.
+    draft_wait_s: float = 0.0
+    target_wait_s: float = 0.0
 
     def record_round(self, drafted: int, accepted: int, loose: int = 0, rescued: int = 0) -> None:
         """Count one verify round: `drafted` proposals, of which the first `accepted` kept

@@ -38,9 +38,17 @@ def test_handle_generate_equals_local_engine(app, local, method):
         assert got["stats"]["rounds"] == expected.stats.rounds
         assert got["stats"]["draft_video_tokens"] == expected.stats.draft_video_tokens
         assert got["stats"]["loose_accepts"] == expected.stats.loose_accepts
-        # Served rounds are pipelined by default, in-process ones not: same tokens either way.
+        # The test application pipelines its rounds, LocalEngine does not: same tokens either way.
         assert got["stats"]["ahead_rounds"] > 0 and expected.stats.ahead_rounds == 0
         assert 0.0 <= got["stats"]["draft_idle_share"] < 1.0 and 0.0 <= got["stats"]["target_idle_share"] < 1.0
+
+
+def test_rounds_reach_the_worker_actors_over_compiled_graphs(app, local):
+    request = request_for(app, 2, "sd", max_tokens=16)
+    assert app["handle"].generate.remote(request).result()["token_ids"] == local.generate(request).token_ids
+    for deployment in ("DraftServer", "TargetServer"):
+        actor = serve.get_deployment_handle(deployment, app_name="specvid").endpoint.remote().result()
+        assert ray.get(actor.graph_owner.remote()) is not None, f"no router holds {deployment}'s graph"
 
 
 def test_a_request_can_turn_pipelined_rounds_off(app, local):

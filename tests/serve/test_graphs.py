@@ -1,0 +1,49 @@
+"""Compiled graphs to the worker actors: same answers as plain calls, one owner, and a clear
+failure (a lost session) when the actor dies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from specvid.config import SamplingParams
+from specvid.decoding.session import Commit, PrefillRequest
+from specvid.errors import SessionLostError
+from tests.helpers import random_frames
+from tests.serve.conftest import PAIR
+
+ray = pytest.importorskip("ray")
+from deployments.graphs import Links  # noqa: E402
+from deployments.workers import DraftEngine  # noqa: E402
+
+
+def test_rounds_over_a_compiled_graph_equal_plain_calls_and_fail_cleanly(ray_cluster):
+    engine = DraftEngine.options(num_cpus=0).remote(PAIR["draft"], 8, None)
+    frames = random_frames(3, 4)
+
+    async def scenario():
+        for rid in ("plain", "compiled"):
+            request = PrefillRequest(rid, None, 4.0, "What moves?", SamplingParams(max_tokens=32))
+            await engine.prefill.remote(request, frames)
+        links, other = Links(max_batch=4), Links(max_batch=4)
+        link = await links.opened(engine)
+        assert link is not None
+        assert await other.opened(engine) is None  # one graph per actor: the second router keeps plain calls
+
+        plain = await engine.propose.remote("plain", Commit(0, (7, 8)), 5)
+        compiled = await link.call(("compiled", Commit(0, (7, 8)), 5))
+        assert compiled.tokens == plain.tokens and len(plain.tokens) == 5
+        # Per-request errors come back as they do over plain calls.
+        with pytest.raises(SessionLostError):
+            await link.call(("nobody", Commit(0, (1,)), 2))
+        assert not link.broken
+
+        ray.kill(engine, no_restart=True)
+        with pytest.raises(SessionLostError):
+            await link.call(("compiled", Commit(2, (9,)), 3))
+        assert link.broken and links.get(engine) is None
+        links.close()
+        other.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
