@@ -53,9 +53,10 @@ class AppArgs(_Strict):
         "overrides it.",
     )
     compiled_graphs: bool = Field(
-        True,
-        description="Rounds reach the worker actors over Ray Compiled Graphs (a tenth of a plain actor "
-        "call's overhead; one router per worker actor holds one, docs/serving.md); false: plain actor calls.",
+        False,
+        description="Rounds reach the worker actors over Ray Compiled Graphs: a tenth of a plain actor "
+        "call's overhead, one router per worker actor, but their channel readers spin on a core each while "
+        "they wait, idle or not (docs/serving.md). For nodes with cores to spare; false: plain actor calls.",
     )
     draft_timeout_s: float = Field(
         1.0,

@@ -11,9 +11,11 @@ from specvid.config import SamplingParams
 from specvid.decoding.session import Commit, PrefillRequest
 from specvid.errors import SessionLostError
 from tests.helpers import random_frames
-from tests.serve.conftest import PAIR
+from tests.serve.conftest import PAIR, app_args
 
 ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+from deployments.app import build_app  # noqa: E402
 from deployments.graphs import Links  # noqa: E402
 from deployments.workers import DraftEngine  # noqa: E402
 
@@ -47,3 +49,25 @@ def test_rounds_over_a_compiled_graph_equal_plain_calls_and_fail_cleanly(ray_clu
         other.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+@pytest.fixture(scope="module")
+def compiled(ray_cluster, videos):
+    """An application whose rounds take compiled graphs; deleted after, so no channel reader
+    keeps spinning through the rest of the suite."""
+    handle = serve.run(build_app(app_args(videos, compiled_graphs=True)), name="compiled", route_prefix="/compiled")
+    yield handle
+    serve.delete("compiled")
+
+
+def test_served_rounds_over_compiled_graphs_give_the_local_tokens(compiled, videos, local):
+    request = {"video": videos["uris"][2], "prompt": "What moves?", "sampling": {"max_tokens": 24},
+               "decoding": {"method": "sd", "num_draft_tokens": 3}}
+    expected = local.generate(request).token_ids
+    first = compiled.generate.remote(request).result()["token_ids"]  # opens the links, on plain calls
+    for deployment in ("DraftServer", "TargetServer"):
+        actor = serve.get_deployment_handle(deployment, app_name="compiled").endpoint.remote().result()
+        assert ray.get(actor.graph_owner.remote()) is not None, f"no router holds {deployment}'s graph"
+    second = compiled.generate.remote(request).result()  # every round over the graphs
+    assert first == second["token_ids"] == expected
+    assert second["stats"]["ahead_rounds"] > 0  # pipelined too (the test application's setting)
