@@ -161,9 +161,11 @@ async def decode(
             k = min(config.num_draft_tokens, max_tokens - len(generated) - 1) if drafting else 0
             proposal = Proposal.empty()
             waited = time.perf_counter()
-            if ahead is not None:
-                proposal = (await ahead.claim(pending, stats) if k > 0 else None) or proposal
-                ahead = None
+            if ahead is not None and k > 0:
+                proposal = await ahead.claim(pending, stats) or proposal
+            elif ahead is not None:
+                await ahead.discard()
+            ahead = None
             if k > 0 and not proposal.tokens:
                 try:
                     proposal = await drafter.propose(rid, draft.commit(generated), k)
