@@ -27,12 +27,17 @@ from specvid.errors import SessionLostError
 
 logger = logging.getLogger("ray.serve")
 
+# A batched round call not answered within this means its actor is gone (a batch's forwards
+# take milliseconds to a second); the link is dropped and its requests restore elsewhere.
+EXECUTION_TIMEOUT_S = 30.0
+
 class CompiledLink:
     """One worker actor's compiled graph, owned by this process: its round method (`propose` of
     a draft, `verify` of a target), batched."""
 
-    def __init__(self, graph, max_batch: int):
+    def __init__(self, graph, max_batch: int, timeout_s: float):
         self.graph = graph
+        self.timeout_s = timeout_s
         self.broken = False
         self._batcher = Batcher(self._run_many, max_batch)
 
@@ -41,10 +46,16 @@ class CompiledLink:
 
     async def _run_many(self, calls: list) -> list:
         try:
-            return await (await self.graph.execute_async(calls))
+            # A killed actor does not always fail the execution at once: past the timeout it
+            # counts as gone, so no request waits on a dead graph.
+            return await asyncio.wait_for(self._execute(calls), self.timeout_s)
         except Exception as error:  # the actor is gone, or the graph with it
             self.broken = True
+            asyncio.get_running_loop().run_in_executor(None, self.teardown)  # may block on a dead actor
             raise SessionLostError(f"the compiled graph to the worker failed ({type(error).__name__})") from None
+
+    async def _execute(self, calls: list) -> list:
+        return await (await self.graph.execute_async(calls))
 
     def teardown(self) -> None:
         with contextlib.suppress(Exception):
@@ -54,10 +65,11 @@ class CompiledLink:
 class Links:
     """The compiled links of one router process, by worker actor; opened on first sight."""
 
-    def __init__(self, max_batch: int, enabled: bool = True):
+    def __init__(self, max_batch: int, enabled: bool = True, timeout_s: float = EXECUTION_TIMEOUT_S):
         self.owner = uuid.uuid4().hex
         self.max_batch = max_batch
         self.enabled = enabled
+        self.timeout_s = timeout_s
         self._links: dict[str, Optional[CompiledLink]] = {}
         self._opening: dict[str, asyncio.Task] = {}
 
@@ -90,13 +102,14 @@ class Links:
             with InputNode() as call:
                 dag = actor.run_many.bind(call)
             # Compiling blocks briefly (once per actor); it must run on this event loop.
-            self._links[key] = CompiledLink(dag.experimental_compile(enable_asyncio=True), self.max_batch)
+            graph = dag.experimental_compile(enable_asyncio=True)
+            self._links[key] = CompiledLink(graph, self.max_batch, self.timeout_s)
         except Exception as error:  # the actor went away, or graphs cannot run here
             logger.warning("no compiled graph to worker actor %s: %s", key, error)
 
     def close(self) -> None:
         for link in self._links.values():
-            if link is not None:
+            if link is not None and not link.broken:  # a broken one is torn down already
                 link.teardown()
         self._links.clear()
 

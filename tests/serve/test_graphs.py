@@ -28,7 +28,7 @@ def test_rounds_over_a_compiled_graph_equal_plain_calls_and_fail_cleanly(ray_clu
         for rid in ("plain", "compiled"):
             request = PrefillRequest(rid, None, 4.0, "What moves?", SamplingParams(max_tokens=32))
             await engine.prefill.remote(request, frames)
-        links, other = Links(max_batch=4), Links(max_batch=4)
+        links, other = Links(max_batch=4, timeout_s=5.0), Links(max_batch=4)
         link = await links.opened(engine)
         assert link is not None
         assert await other.opened(engine) is None  # one graph per actor: the second router keeps plain calls
