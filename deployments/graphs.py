@@ -8,8 +8,11 @@ grants its graph to the first router that asks (`claim_graph`); any other router
 calls. A router batches its own requests' calls (`Batcher`) and the graph runs one batched call
 at a time, as the actor's own batcher does for plain calls.
 
-A graph whose call fails (its actor died) fails that call's requests with `SessionLostError`,
-so their loops restore the sessions elsewhere, and is not used again.
+A graph whose call fails or hangs (its actor died) fails that call's requests with
+`SessionLostError`, so their loops restore the sessions elsewhere, and is not used again.
+
+Off by default (`AppArgs.compiled_graphs`): Ray's channel readers spin while they wait, so the
+router and each actor with a graph keep a core busy even when no request runs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ logger = logging.getLogger("ray.serve")
 # A batched round call not answered within this means its actor is gone (a batch's forwards
 # take milliseconds to a second); the link is dropped and its requests restore elsewhere.
 EXECUTION_TIMEOUT_S = 30.0
+
 
 class CompiledLink:
     """One worker actor's compiled graph, owned by this process: its round method (`propose` of
