@@ -118,13 +118,16 @@ class Links:
         self._links.clear()
 
 
-class GraphClaim:
-    """A worker actor's side: which router process, if any, owns its compiled graph."""
+class GraphSide:
+    """Mixed into a worker actor: which router process, if any, owns its compiled graph. The
+    actor provides `run_many(calls)`, the batched round method the graph calls."""
 
-    def __init__(self):
-        self.owner: Optional[str] = None
+    _graph_owner: Optional[str] = None
 
-    def claim(self, owner: str) -> bool:
-        if self.owner is None:
-            self.owner = owner
-        return self.owner == owner
+    async def claim_graph(self, owner: str) -> bool:
+        if self._graph_owner is None:
+            self._graph_owner = owner
+        return self._graph_owner == owner
+
+    async def graph_owner(self) -> Optional[str]:
+        return self._graph_owner

@@ -35,7 +35,7 @@ from ray import serve
 from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from deployments.graphs import GraphClaim
+from deployments.graphs import GraphSide
 from deployments.metrics import BatchMetrics
 from specvid.config import BatchingConfig, ModelSpec, parse
 from specvid.decoding.batching import Batcher
@@ -78,7 +78,7 @@ def _batcher(run_many, batching: Optional[dict], worker: str) -> Batcher:
 
 
 @ray.remote
-class DraftEngine:
+class DraftEngine(GraphSide):
     """A draft worker in its own actor: prefill, batched proposals, release."""
 
     def __init__(self, model: dict, max_sessions: int, batching: Optional[dict]):
@@ -86,13 +86,6 @@ class DraftEngine:
         self.worker = DraftWorker(load_model(parse(ModelSpec, model)), max_sessions)
         # Proposals of concurrent requests share each draft step's forward (`propose_many`).
         self._propose = _batcher(lambda calls: asyncio.to_thread(self.worker.propose_many, calls), batching, "draft")
-        self._graph = GraphClaim()
-
-    async def claim_graph(self, owner: str) -> bool:
-        return self._graph.claim(owner)
-
-    async def graph_owner(self) -> Optional[str]:
-        return self._graph.owner
 
     def run_many(self, calls: list) -> list:
         """A router's batched proposals over its compiled graph (run on the graph's thread)."""
@@ -167,7 +160,7 @@ class TargetRank(_TargetCalls):
 
 
 @ray.remote
-class TargetEngine:
+class TargetEngine(GraphSide):
     """The target's data path: prefill, batched verifies, release; over a TP group or alone."""
 
     def __init__(self, model: dict, max_sessions: int, batching: Optional[dict], ranks: list):
@@ -176,7 +169,6 @@ class TargetEngine:
         self.local = _LocalTarget(parse(ModelSpec, model), max_sessions) if not ranks else None
         # Verifies of concurrent requests share one forward (`verify_many`), on every rank alike.
         self._verify = _batcher(lambda calls: self._run("verify_many", calls), batching, "target")
-        self._graph = GraphClaim()
         self._sweep = threading.Lock()  # plain calls and the graph's thread both submit to ranks
 
     async def _run(self, method: str, *args: Any) -> Any:
@@ -191,12 +183,6 @@ class TargetEngine:
         # in the same order (the collectives inside the forward pair up); rank 0 answers.
         with self._sweep:
             return [rank.call.remote(method, *args) for rank in self.ranks]
-
-    async def claim_graph(self, owner: str) -> bool:
-        return self._graph.claim(owner)
-
-    async def graph_owner(self) -> Optional[str]:
-        return self._graph.owner
 
     def run_many(self, calls: list) -> list:
         """A router's batched verifies over its compiled graph (run on the graph's thread)."""

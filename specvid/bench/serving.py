@@ -161,6 +161,12 @@ def round_overheads_ms(served: Sequence[Outcome], local: Sequence[Outcome]) -> l
     return overheads
 
 
+def _median_decode_rate(outcomes: Sequence[Outcome]) -> float:
+    """Median tokens per second of decoding over the requests that decoded."""
+    rates = [len(o.token_ids) / o.stats["decode_s"] for o in outcomes if o.stats.get("decode_s")]
+    return _quantile(sorted(rates), 0.5)
+
+
 def _median_stat(outcomes: Sequence[Outcome], key: str) -> float:
     return _quantile(sorted(o.stats[key] for o in outcomes if key in o.stats), 0.5)
 
@@ -285,14 +291,12 @@ def overhead_rows(served: dict[str, list[Outcome]], local_client: Client, videos
         asyncio.run(local_client.send(bodies[0]))  # warm, as the served run was
         local, _ = asyncio.run(closed_loop(local_client, bodies, 1, float("inf")))
         overheads = sorted(round_overheads_ms(outcomes, local))
-        served_tps = [len(o.token_ids) / o.stats["decode_s"] for o in outcomes if o.stats.get("decode_s")]
-        local_tps = [len(o.token_ids) / o.stats["decode_s"] for o in local if o.stats.get("decode_s")]
         rows.append({
             "method": method,
             "requests": len(overheads),
             "overhead_ms_per_round_p50": _quantile(overheads, 0.5),
-            "served_decode_tokens_per_s": _quantile(sorted(served_tps), 0.5),
-            "local_decode_tokens_per_s": _quantile(sorted(local_tps), 0.5),
+            "served_decode_tokens_per_s": _median_decode_rate(outcomes),
+            "local_decode_tokens_per_s": _median_decode_rate(local),
             "identical": sum(s.token_ids == loc.token_ids for s, loc in zip(outcomes, local)) / len(local),
             **{key: _median_stat(outcomes, key) for key in ("draft_idle_share", "target_idle_share", "ahead_hit_rate")},
         })
