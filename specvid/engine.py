@@ -107,8 +107,8 @@ class LocalEngine:
         pipeline: bool = False,
     ):
         """`pipeline`: pipelined rounds by default, with the draft's forwards on a thread of their
-        own so they overlap the target's (docs/decoding.md; off by default: on a machine whose
-        cores are all busy with one forward, two forwards at once gain little)."""
+        own so they overlap the target's (docs/decoding.md; off by default: measured slower on two
+        CPU cores, where both forwards share the cores and the interpreter lock)."""
         if draft is not None:
             check_pair(target, draft)
         self.target, self.draft = target, draft

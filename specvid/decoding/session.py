@@ -125,9 +125,10 @@ class Session:
     cached: list[int] = field(default_factory=list)  # generated tokens whose KV is cached
     loose: Optional[object] = None  # the target's per-request LVSpec state (`decoding/target.py`)
     draft_confidence: float = 0.0  # a draft session's adaptive-length threshold
-    # The tokens the target verified last (accepted + next), told to a draft drafting ahead:
-    # its round stops once its path leaves them. Set from another thread, read between steps.
-    settled: Optional[tuple[int, ...]] = None
+    # (committed count, tokens the target verified after them: accepted + next), told to a draft
+    # drafting ahead: its round stops once its path leaves them. Set from another thread, read
+    # between draft steps.
+    settled: Optional[tuple[int, tuple[int, ...]]] = None
 
 
 class SessionStore:
