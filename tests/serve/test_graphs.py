@@ -4,6 +4,7 @@ failure (a lost session) when the actor dies."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -18,6 +19,18 @@ serve = pytest.importorskip("ray.serve")
 from deployments.app import build_app  # noqa: E402
 from deployments.graphs import Links  # noqa: E402
 from deployments.workers import DraftEngine  # noqa: E402
+
+
+async def dead(actor, within_s: float = 30.0) -> None:
+    """Return once calls to `actor` fail, bounded in time."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.wait_for(actor.ready.remote(), 1.0)
+        except (ray.exceptions.RayActorError, asyncio.TimeoutError):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the actor still answers {within_s} s after ray.kill")
 
 
 def test_rounds_over_a_compiled_graph_equal_plain_calls_and_fail_cleanly(ray_cluster):
@@ -42,6 +55,7 @@ def test_rounds_over_a_compiled_graph_equal_plain_calls_and_fail_cleanly(ray_clu
         assert not link.broken
 
         ray.kill(engine, no_restart=True)
+        await dead(engine)  # ray.kill returns before the actor is gone
         with pytest.raises(SessionLostError):
             await link.call(("compiled", Commit(2, (9,)), 3))
         assert link.broken and links.get(engine) is None
