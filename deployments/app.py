@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ray.serve import Application
 
-from deployments.args import AppArgs
+from deployments.args import AppArgs, DraftServerArgs, TargetServerArgs
 from deployments.router import Router
 from deployments.workers import DraftServer, TargetServer
 from specvid.config import parse
@@ -23,14 +23,11 @@ def build_app(args: dict) -> Application:
     logs = _logging(args)
     target = TargetServer.options(
         num_replicas=args.target_replicas, logging_config=logs, **_group_options(args)
-    ).bind(
-        args.target.model_dump(), args.tp_size, args.max_sessions, _resources(args.rank_resources),
-        args.batching.model_dump(),
-    )
+    ).bind(TargetServerArgs.of(args))
     draft = None
     if args.draft is not None:
         draft = DraftServer.options(num_replicas=args.draft_replicas, logging_config=logs).bind(
-            args.draft.model_dump(), args.max_sessions, args.batching.model_dump(), _resources(args.draft_resources)
+            DraftServerArgs.of(args)
         )
     return Router.options(logging_config=logs, max_ongoing_requests=_router_capacity(args)).bind(
         args.model_dump(), target, draft
@@ -47,11 +44,6 @@ def _router_capacity(args: AppArgs) -> int:
 def _logging(args: AppArgs) -> dict:
     """Serve's access log is a line per call (several per round): on only at DEBUG."""
     return {"log_level": args.log_level, "enable_access_log": args.log_level == "DEBUG"}
-
-
-def _resources(resources) -> dict:
-    """Ray options of a worker actor (the replicas that own them reserve nothing)."""
-    return {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
 
 
 def _group_options(args: AppArgs) -> dict:

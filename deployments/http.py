@@ -32,6 +32,7 @@ from specvid.errors import (
 
 logger = logging.getLogger("ray.serve")
 OPEN_ROUTES = frozenset({"/healthz"})
+OPENAI_ROUTE = "/v1/chat/completions"
 
 api = FastAPI(title="SpecVid", description="Speculative decoding for Video-LLMs")
 
@@ -46,15 +47,21 @@ def api_key_from_env(name: str) -> Optional[str]:
     return os.environ.get(name) or None
 
 
-def error_response(error: BaseException) -> JSONResponse:
+def error_response(error: BaseException, openai: bool = False) -> JSONResponse:
+    """The error's JSON body and status; `openai`: on the OpenAI-compatible route, which names
+    conditions with OpenAI's codes where they differ (`context_length_exceeded`)."""
     error = unwrap(error)
     if not isinstance(error, SpecVidError):
         logger.error("unexpected error", exc_info=error)
         error = SpecVidError(f"internal error: {type(error).__name__}")
-    return JSONResponse(error.to_dict(), status_code=error.status_code, headers=getattr(error, "headers", None))
+    return JSONResponse(error.to_dict(openai), status_code=error.status_code, headers=getattr(error, "headers", None))
 
 
-class _Admission:
+def is_openai_route(path: str) -> bool:
+    return path.rstrip("/").endswith(OPENAI_ROUTE)
+
+
+class _RequestGuard:
     """API key and declared body size, checked before any route runs or any body is read.
 
     A plain ASGI middleware, so streamed answers and client disconnects pass through untouched.
@@ -93,7 +100,7 @@ def _limits() -> Limits:
     return getattr(api.state, "limits", None) or Limits()
 
 
-api.add_middleware(_Admission)
+api.add_middleware(_RequestGuard)
 
 
 def _body_too_large(size: str, limits: Limits) -> SpecVidError:
@@ -103,8 +110,8 @@ def _body_too_large(size: str, limits: Limits) -> SpecVidError:
 
 
 @api.exception_handler(SpecVidError)
-async def _specvid_error(_: Request, error: SpecVidError) -> JSONResponse:
-    return error_response(error)
+async def _specvid_error(request: Request, error: SpecVidError) -> JSONResponse:
+    return error_response(error, is_openai_route(request.url.path))
 
 
 @api.exception_handler(RequestValidationError)
@@ -113,8 +120,8 @@ async def _validation_error(_: Request, error: RequestValidationError) -> JSONRe
 
 
 @api.exception_handler(Exception)
-async def _unexpected_error(_: Request, error: Exception) -> JSONResponse:
-    return error_response(error)
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    return error_response(error, is_openai_route(request.url.path))
 
 
 @api.exception_handler(StarletteHTTPException)

@@ -22,7 +22,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from specvid.config import DecodingConfig, SamplingParams, VideoSampling
 from specvid.decoding.stats import SpecStats
 from specvid.errors import InvalidRequestError
-from specvid.pipeline import GenerationResult
+from specvid.request_path import GenerationResult
 
 
 class _Open(BaseModel):

@@ -1,7 +1,7 @@
 """The decode loop's drafter and verifier over the workers' actors.
 
-`specvid/decoding/loop.py` talks to workers through two small async protocols; these classes implement
-them with remote calls, so the router runs the very loop `LocalEngine` runs. What differs from
+`specvid/decoding/loop.py` talks to workers through two small async protocols
+(`specvid/decoding/sides.py`); these classes implement them with remote calls, so the router runs the very loop `LocalEngine` runs. What differs from
 in-process calls:
 
 - a request's prefill asks a replica of the deployment (through Serve's routing) for its
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import ray
 from ray.serve.handle import DeploymentHandle
@@ -53,8 +53,6 @@ def unwrap(error: BaseException) -> BaseException:
 class RemoteWorker:
     """One request's view of a worker deployment: the worker actor its prefill reached."""
 
-    round_method = ""  # the call every round makes (`propose` / `verify`): it may take a compiled graph
-
     def __init__(self, handle: DeploymentHandle, frames: ray.ObjectRef, retry_s: float = 60.0,
                  links: Optional[Links] = None):
         self.handle = handle
@@ -63,23 +61,29 @@ class RemoteWorker:
         self.links = links
         self.actor: Optional[ray.actor.ActorHandle] = None
 
-    async def _call(self, method: str, *args: Any) -> Any:
+    async def _call(self, what: str, call: Callable[[Any], ray.ObjectRef]) -> Any:
+        """`call(actor)` on the request's actor; a gone actor is a lost session."""
         if self.actor is None:
-            raise SessionLostError(f"{method}: the request holds no session on this worker")
-        link = self.links.get(self.actor) if self.links is not None and method == self.round_method else None
-        if link is not None:
-            return await link.call(args)
+            raise SessionLostError(f"{what}: the request holds no session on this worker")
         try:
-            return await getattr(self.actor, method).remote(*args)
+            return await call(self.actor)
         except REPLICA_LOST as e:
             self.actor = None  # the next prefill asks Serve for a live replica
             raise SessionLostError(
-                f"{method}: the replica holding the session is gone ({type(e).__name__})"
+                f"{what}: the replica holding the session is gone ({type(e).__name__})"
             ) from None
         except ray.exceptions.RayTaskError as e:
             raise unwrap(e) from None
 
-    async def _prefill(self, *args: Any) -> Any:
+    async def _round_call(self, what: str, args: tuple, call: Callable[[Any], ray.ObjectRef]) -> Any:
+        """A round's call (`propose` / `verify`): over the actor's compiled graph where this
+        router holds one (`deployments/graphs.py`), else as `_call`."""
+        link = self.links.get(self.actor) if self.links is not None and self.actor is not None else None
+        if link is not None:
+            return await link.call(args)
+        return await self._call(what, call)
+
+    async def _prefill(self, call: Callable[[Any], ray.ObjectRef]) -> Any:
         """Prefill on a replica's actor, retried while no replica can take it (one is being
         replaced)."""
         deadline, delay = time.monotonic() + self.retry_s, 0.1
@@ -87,7 +91,7 @@ class RemoteWorker:
             try:
                 if self.actor is None:
                     self.actor = await self.handle.endpoint.remote()
-                return await self._call("prefill", *args)
+                return await self._call("prefill", call)
             except (SessionLostError, *REPLICA_LOST) as e:
                 self.actor = None
                 if time.monotonic() + delay > deadline:
@@ -99,7 +103,8 @@ class RemoteWorker:
         if self.actor is None:
             return
         try:
-            await asyncio.wait_for(self._call("release", request_id), RELEASE_TIMEOUT_S)
+            await asyncio.wait_for(self._call("release", lambda actor: actor.release.remote(request_id)),
+                                   RELEASE_TIMEOUT_S)
         except (SpecVidError, TimeoutError):
             pass  # the replica is gone, and its sessions with it; or its LRU evicts the session later
 
@@ -109,18 +114,19 @@ class RemoteDrafter(RemoteWorker):
     session: a replica that died is not always known dead at once, and the loop can go on with
     the target alone (lossless) while the draft comes back, rather than wait."""
 
-    round_method = "propose"
-
     def __init__(self, *args: Any, propose_timeout_s: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.propose_timeout_s = propose_timeout_s
 
     async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep]) -> int:
-        return await self._prefill(_without_frames(request), self.frames, keep)
+        request = _without_frames(request)
+        return await self._prefill(lambda actor: actor.prefill.remote(request, self.frames, keep))
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
+        args = (request_id, commit, k)
+        call = self._round_call("propose", args, lambda actor: actor.propose.remote(*args))
         try:
-            return await asyncio.wait_for(self._call("propose", request_id, commit, k), self.propose_timeout_s)
+            return await asyncio.wait_for(call, self.propose_timeout_s)
         except TimeoutError:
             raise SessionLostError(f"propose: no answer within {self.propose_timeout_s} s") from None
 
@@ -132,13 +138,13 @@ class RemoteDrafter(RemoteWorker):
 
 
 class RemoteVerifier(RemoteWorker):
-    round_method = "verify"
-
     async def prefill(self, request: PrefillRequest) -> PrefillResult:
-        return await self._prefill(_without_frames(request), self.frames)
+        request = _without_frames(request)
+        return await self._prefill(lambda actor: actor.prefill.remote(request, self.frames))
 
     async def verify(self, request_id: str, commit: Commit, proposal: Proposal) -> Verdict:
-        return await self._call("verify", request_id, commit, proposal)
+        args = (request_id, commit, proposal)
+        return await self._round_call("verify", args, lambda actor: actor.verify.remote(*args))
 
 
 def _without_frames(request: PrefillRequest) -> PrefillRequest:

@@ -1,9 +1,9 @@
 """The router: the application's ingress, which runs the decode loop over remote workers.
 
 Per request it fetches and decodes the video once, puts the frames in the object store, and
-runs `specvid.pipeline.run_request` (the pipeline `LocalEngine` runs) with a remote drafter and
-verifier: the router is that pipeline's transport. Python callers use the same path through the handle methods `generate` and
-`stream`; HTTP callers through the FastAPI routes below.
+runs `specvid.request_path.run_request` (the request path `LocalEngine` runs) with a remote
+drafter and verifier: the router is that path's transport. Python callers take it through the
+handle methods `generate` and `stream`; HTTP callers through the FastAPI routes below.
 """
 
 import asyncio
@@ -43,7 +43,7 @@ from specvid.errors import (
     RequestTimeoutError,
     SpecVidError,
 )
-from specvid.pipeline import (
+from specvid.request_path import (
     GenerationResult,
     RequestShape,
     StreamChunk,
@@ -94,7 +94,7 @@ class Router:
     def __del__(self):
         self.links.close()  # Serve calls this when the replica shuts down
 
-    # ---- the pipeline's transport ---------------------------------------------------------------
+    # ---- the request path's transport ---------------------------------------------------------------
 
     @property
     def limits(self):
@@ -109,8 +109,8 @@ class Router:
         return self.draft is not None
 
     @property
-    def pipeline(self) -> bool:
-        return self.args.pipeline
+    def draft_ahead(self) -> bool:
+        return self.args.draft_ahead
 
     async def decode_text(self):
         if self._tokenizer is None:
@@ -258,7 +258,7 @@ class Router:
         if not body.stream:
             result = await self._generate(request, request_id)
             return {"id": request_id, "model": self.args.served_model_name, **result.to_dict()}
-        return await self._sse_response(self._native_events(request, request_id))
+        return await self._sse_response(self._native_events(request, request_id), openai=False)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, http: Request):
@@ -273,9 +273,9 @@ class Router:
         if not chat.stream:
             return completion(request_id, model, await self._generate(request, request_id))
         include_usage = chat.stream_options is not None and chat.stream_options.include_usage
-        return await self._sse_response(self._chat_events(request, request_id, model, include_usage))
+        return await self._sse_response(self._chat_events(request, request_id, model, include_usage), openai=True)
 
-    async def _sse_response(self, events: AsyncIterator[str]) -> StreamingResponse:
+    async def _sse_response(self, events: AsyncIterator[str], openai: bool) -> StreamingResponse:
         # Pull the first event before answering, so a bad video still gets its HTTP status.
         try:
             first = await events.__anext__()
@@ -288,7 +288,7 @@ class Router:
                 async for event in events:
                     yield event
             except Exception as e:  # mid-stream: the status is sent, so report in-band
-                yield _sse(error_response(e).body.decode())
+                yield _sse(error_response(e, openai).body.decode())
                 yield _sse("[DONE]")
 
         return StreamingResponse(body(), media_type="text/event-stream")

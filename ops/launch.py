@@ -4,6 +4,8 @@
    uploads the ShapesWorld sample clips to the allowed bucket;
 2. starts the application with `serve run serve_config.yaml`;
 3. waits until `/healthz` answers, sends one request, and prints how to call the service;
+   with an API key set (`SPECVID_API_KEY`, or the variable `api_key_env` names), the request
+   and the printed examples carry it;
 4. stays up until Ctrl-C (or SIGTERM), then stops everything it started.
 
     python -m ops.launch [--config serve_config.yaml] [--once]
@@ -59,6 +61,7 @@ def app_settings(config_path: Path) -> dict:
         "s3_endpoint": endpoint,
         "bucket": buckets[0],
         "model": app["args"].get("served_model_name", "specvid"),
+        "api_key_env": app["args"].get("api_key_env", "SPECVID_API_KEY"),
     }
 
 
@@ -96,11 +99,12 @@ def start_serve(config_path: Path) -> subprocess.Popen:
     return subprocess.Popen([str(serve_cli), "run", str(config_path)], start_new_session=True)
 
 
-def first_request(http: str, uri: str, question: str) -> dict:
+def first_request(http: str, uri: str, question: str, api_key: Optional[str]) -> dict:
     body = {"video": uri, "prompt": question, "sampling": {"max_tokens": 32}, "decoding": {"method": "sd"}}
-    request = urllib.request.Request(
-        f"{http}/v1/generate", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(f"{http}/v1/generate", data=json.dumps(body).encode(), headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return json.loads(response.read())
@@ -110,17 +114,22 @@ def first_request(http: str, uri: str, question: str) -> dict:
         ) from None
 
 
-def usage_text(settings: dict, uri: str, address: str) -> str:
-    http, model = settings["http"], settings["model"]
+def usage_text(settings: dict, uri: str, address: str, keyed: bool) -> str:
+    """How to call the service; with a key, the examples read it from its variable (never print it)."""
+    http, model, env = settings["http"], settings["model"], settings["api_key_env"]
+    auth = f' -H "Authorization: Bearer ${env}"' if keyed else ""
+    key = f'os.environ["{env}"]' if keyed else '"unused"'
+    keyed_note = f"\n  Every route but /healthz needs the API key in ${env}.\n" if keyed else ""
     return f"""
 SpecVid is up at {http}
-
-  curl -s {http}/v1/generate -H 'Content-Type: application/json' \\
+{keyed_note}
+  curl -s {http}/v1/generate -H 'Content-Type: application/json'{auth} \\
     -d '{{"video": "{uri}", "prompt": "Describe the video.", "decoding": {{"method": "sd"}}}}'
 
   OpenAI client:
+    import os
     from openai import OpenAI
-    client = OpenAI(base_url="{http}/v1", api_key="unused")
+    client = OpenAI(base_url="{http}/v1", api_key={key})
     client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": [
         {{"type": "video_url", "video_url": {{"url": "{uri}"}}}},
         {{"type": "text", "text": "Describe the video."}}]}}])
@@ -159,11 +168,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         _wait_for(lambda: _http_status(healthz) == 200, READY_TIMEOUT_S, "the application", serve_run)
         sample = samples[0]
         question = sample["caption_prompt"]
-        answer = first_request(settings["http"], sample["uri"], question)
+        api_key = os.environ.get(settings["api_key_env"]) or None
+        answer = first_request(settings["http"], sample["uri"], question, api_key)
         print(
             f"\nQ: {question}\nA: {answer['text']!r}  (tau {answer['stats']['tau']:.2f}, {answer['num_tokens']} tokens)"
         )
-        print(usage_text(settings, sample["uri"], gcs_address(serve_run.pid) or "auto"))
+        print(usage_text(settings, sample["uri"], gcs_address(serve_run.pid) or "auto", api_key is not None))
         while not args.once and not stop["requested"] and serve_run.poll() is None:
             time.sleep(0.5)
         return 0 if serve_run.poll() in (None, 0) else 1

@@ -89,8 +89,9 @@ class SourceConfig(_Strict):
 
     local_root: Optional[str] = Field(
         None,
-        description="Local paths must resolve inside this directory; None forbids local paths "
-        "(the CLI sets it to '/' for a user's own files).",
+        description="Local paths must resolve inside this directory; None forbids local paths. "
+        "Served deployments default to None; a user's own process (the CLI, `LocalEngine`) to '/' "
+        "(`SourceConfig.user_files()`).",
     )
     https_allowlist: tuple[str, ...] = Field(
         (), description="Hostnames https:// URLs may name; empty forbids https."
@@ -104,6 +105,11 @@ class SourceConfig(_Strict):
     max_retries: int = Field(3, ge=0, le=10, description="Retries of transient fetch errors.")
     backoff_s: float = Field(0.2, ge=0, le=10, description="First retry delay, doubled each time.")
     timeout_s: float = Field(30.0, gt=0, description="Connect and read timeout per attempt.")
+
+    @classmethod
+    def user_files(cls, **fields) -> "SourceConfig":
+        """Sources of a user's own process: their local files too (a server refuses them)."""
+        return cls(local_root="/", **fields)
 
 
 class SamplingParams(_Strict):
@@ -152,11 +158,13 @@ class DecodingConfig(_Strict):
         "than this probability (under greedy decoding, its top probability). 0: always k tokens. "
         "Output is unchanged; only how many tokens each round proposes.",
     )
-    pipeline: Optional[bool] = Field(
+    draft_ahead: Optional[bool] = Field(
         None,
-        description="Pipelined rounds: the draft drafts the next round while the target verifies this "
-        "one (docs/decoding.md); output unchanged. None: the deployment's default (AppArgs.pipeline in "
-        "the Ray Serve application, LocalEngine(pipeline=...) in process; both off unless set).",
+        validation_alias=AliasChoices("draft_ahead", "pipeline"),
+        description="Draft-ahead rounds: the draft drafts the next round while the target verifies this "
+        "one (docs/decoding.md); output unchanged. None: the deployment's default (AppArgs.draft_ahead in "
+        "the Ray Serve application, LocalEngine(draft_ahead=...) in process; both off unless set). "
+        "'pipeline' is accepted as the field's earlier name.",
     )
     drop_rate: float = Field(
         0.9, ge=0.0, lt=1.0, description="specvlm: share of the video tokens left out of the draft's context."

@@ -1,4 +1,4 @@
-"""`LocalEngine`: draft and target in one process, driven by the shared request pipeline.
+"""`LocalEngine`: draft and target in one process, driven by the shared request path.
 
     engine = LocalEngine.from_specs("qwen-tiny", "qwen-tiny-draft")
     result = engine.generate({"video": "clip.mp4", "prompt": "What moves?"})
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
+from typing import AsyncIterator, Awaitable, Callable, Iterator, Optional, Sequence, Union
 
 from specvid.config import (
     GenerationRequest,
@@ -23,13 +24,15 @@ from specvid.config import (
 )
 from specvid.decoding.batching import Batcher
 from specvid.decoding.draft import DraftWorker
-from specvid.decoding.loop import Drafter, Verifier
+from specvid.decoding.accept import Verdict
+from specvid.decoding.session import Commit, PrefillRequest, PrefillResult, Proposal, VideoKeep, returned
+from specvid.decoding.sides import Drafter, Verifier
 from specvid.decoding.stats import SpecStats
 from specvid.decoding.target import TargetWorker
 from specvid.errors import ModelLoadError
 from specvid.models.adapter import VideoLLM
 from specvid.models.loader import load_model
-from specvid.pipeline import (
+from specvid.request_path import (
     GenerationResult,
     RequestShape,
     StreamChunk,
@@ -40,87 +43,134 @@ from specvid.pipeline import (
 from specvid.video import DecodedVideo
 
 
-class _InProcess:
-    """A worker's methods as coroutines, so the loop drives local workers like remote ones.
+class _Batched:
+    """A worker's batched round method (`propose_many` / `verify_many`) as one request's call.
 
-    While several requests decode, `propose` and `verify` go through a `Batcher`: the requests
-    share each forward (`LocalEngine` serves `asyncio.gather` of many requests). A request
-    alone calls the worker directly, which saves the batcher's hand-off on every call.
-
-    With a `thread`, the worker's forwards run there (in call order) instead of on the event
-    loop, so they overlap the other worker's: the draft of a pipelined `LocalEngine`. Calls that
-    only touch session state (`settle`, `release`) run at once, even while a forward runs.
+    While several requests decode, their calls go through a `Batcher` and share each forward
+    (`LocalEngine` serves `asyncio.gather` of many requests). A request alone calls the worker
+    directly, which saves the batcher's hand-off on every call.
     """
 
-    IMMEDIATE = ("settle", "release")
-
-    def __init__(self, worker: Any, max_batch: int, in_flight: Callable[[], int],
-                 thread: Optional[ThreadPoolExecutor] = None):
-        self._worker = worker
+    def __init__(self, run_many: Callable[[list], Awaitable[list]], max_batch: int, in_flight: Callable[[], int]):
+        self._run_many = run_many
+        self._batcher = Batcher(run_many, max_batch)
         self._in_flight = in_flight
+
+    @property
+    def sizes(self) -> Counter:
+        """Batches run so far, by size."""
+        return self._batcher.sizes
+
+    async def __call__(self, call: tuple):
+        if self._in_flight() > 1 or self._batcher.queued:
+            return await self._batcher(call)
+        return returned((await self._run_many([call]))[0])
+
+
+class _Forwards:
+    """Where a worker's forwards run: on the event loop itself (in process the forward is the
+    work), or on a thread of their own, in call order, so they overlap the other worker's."""
+
+    def __init__(self, thread: Optional[ThreadPoolExecutor] = None):
         self._thread = thread
-        self._batched = {
-            name: Batcher(_as_coroutine(getattr(worker, f"{name}_many"), thread), max_batch)
-            for name in ("propose", "verify")
-            if hasattr(worker, f"{name}_many")
-        }
 
-    def __getattr__(self, name: str):
-        method = getattr(self._worker, name)
-        run = _as_coroutine(method, None if name in self.IMMEDIATE else self._thread)
-        batcher = self._batched.get(name)
-
-        async def call(*args):
-            if batcher is not None and (self._in_flight() > 1 or batcher.queued):
-                return await batcher(args)
-            return await run(*args)
-
-        setattr(self, name, call)  # built once: later look-ups find it without __getattr__
-        return call
+    async def __call__(self, forward: Callable, *args):
+        if self._thread is None:
+            return forward(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, forward, *args)
 
 
-def _as_coroutine(method: Callable, thread: Optional[ThreadPoolExecutor]) -> Callable:
-    """`method` as a coroutine function, run on the event loop itself (in process, the forward
-    is the work) or on `thread`."""
-    if thread is None:
-        async def run(*args):
-            return method(*args)
-    else:
-        async def run(*args):
-            return await asyncio.get_running_loop().run_in_executor(thread, method, *args)
+class InProcessDrafter:
+    """A `Drafter` over a `DraftWorker` of this process. With a thread, the draft's forwards run
+    there (draft-ahead rounds overlap them with the target's); `settle` and `release` only touch
+    session state and run at once, even while a forward runs."""
+
+    def __init__(self, worker: DraftWorker, max_batch: int, in_flight: Callable[[], int],
+                 thread: Optional[ThreadPoolExecutor] = None):
+        self.worker = worker
+        self._forward = _Forwards(thread)
+        self._propose = _Batched(lambda calls: self._forward(worker.propose_many, calls), max_batch, in_flight)
+
+    @property
+    def batch_sizes(self) -> Counter:
+        """Batched proposals run so far, by size (a request alone is not counted)."""
+        return self._propose.sizes
+
+    async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep]) -> int:
+        return await self._forward(self.worker.prefill, request, keep)
+
+    async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
+        return await self._propose((request_id, commit, k))
+
+    async def settle(self, request_id: str, base: int, verified: Sequence[int]) -> None:
+        self.worker.settle(request_id, base, verified)
+
+    async def release(self, request_id: str) -> None:
+        self.worker.release(request_id)
+
+
+class InProcessVerifier:
+    """A `Verifier` over a `TargetWorker` of this process."""
+
+    def __init__(self, worker: TargetWorker, max_batch: int, in_flight: Callable[[], int]):
+        self.worker = worker
+        self._verify = _Batched(_now(worker.verify_many), max_batch, in_flight)
+
+    @property
+    def batch_sizes(self) -> Counter:
+        """Batched verifies run so far, by size (a request alone is not counted)."""
+        return self._verify.sizes
+
+    async def prefill(self, request: PrefillRequest) -> PrefillResult:
+        return self.worker.prefill(request)
+
+    async def verify(self, request_id: str, commit: Commit, proposal: Proposal) -> Verdict:
+        return await self._verify((request_id, commit, proposal))
+
+    async def release(self, request_id: str) -> None:
+        self.worker.release(request_id)
+
+
+def _now(method: Callable) -> Callable:
+    """`method` as a coroutine function that runs it on the event loop."""
+    async def run(*args):
+        return method(*args)
     return run
 
 
 class LocalEngine:
-    """Both workers in this process; a `Transport` of the request pipeline."""
+    """Both workers in this process; a `Transport` of the request path."""
 
     def __init__(
         self,
         target: VideoLLM,
         draft: Optional[VideoLLM] = None,
         *,
-        sources: SourceConfig = SourceConfig(),
+        sources: Optional[SourceConfig] = None,
         video_limits: VideoLimits = VideoLimits(),
         limits: Limits = Limits(),
         max_sessions: int = 64,
         max_batch: int = 16,
-        pipeline: bool = False,
+        draft_ahead: bool = False,
     ):
-        """`pipeline`: pipelined rounds by default, with the draft's forwards on a thread of their
-        own so they overlap the target's (docs/decoding.md; off by default: measured slower on two
-        CPU cores, where both forwards share the cores and the interpreter lock)."""
+        """`sources`: where videos may come from; by default the user's own local files too (this
+        is the user's own process; a served deployment refuses them unless configured) and S3.
+        `draft_ahead`: draft-ahead rounds by default, with the draft's forwards on a thread of
+        their own so they overlap the target's (`decoding/ahead.py` says why it is off by default)."""
         if draft is not None:
             check_pair(target, draft)
         self.target, self.draft = target, draft
-        self.sources, self.video_limits, self.limits = sources, video_limits, limits
-        self.pipeline = pipeline and draft is not None
+        self.sources = SourceConfig.user_files() if sources is None else sources
+        self.video_limits, self.limits = video_limits, limits
+        self.draft_ahead = draft_ahead and draft is not None
         self.target_worker = TargetWorker(target, max_sessions)
         self.draft_worker = DraftWorker(draft, max_sessions) if draft is not None else None
         self._in_flight = 0  # requests decoding now
         in_flight = lambda: self._in_flight  # noqa: E731
-        thread = ThreadPoolExecutor(1, thread_name_prefix="specvid-draft") if self.pipeline else None
-        self._drafter = _InProcess(self.draft_worker, max_batch, in_flight, thread) if draft is not None else None
-        self._verifier = _InProcess(self.target_worker, max_batch, in_flight)
+        thread = ThreadPoolExecutor(1, thread_name_prefix="specvid-draft") if self.draft_ahead else None
+        self._drafter = (InProcessDrafter(self.draft_worker, max_batch, in_flight, thread)
+                         if self.draft_worker is not None else None)
+        self._verifier = InProcessVerifier(self.target_worker, max_batch, in_flight)
 
     @classmethod
     def from_specs(
@@ -131,7 +181,7 @@ class LocalEngine:
     ) -> "LocalEngine":
         return cls(load_model(target), load_model(draft) if draft is not None else None, **kwargs)
 
-    # ---- the pipeline's transport ---------------------------------------------------------------
+    # ---- the request path's transport ---------------------------------------------------------------
 
     @property
     def has_draft(self) -> bool:

@@ -14,6 +14,9 @@ class SpecVidError(Exception):
 
     status_code: int = 500
     code: str = "internal_error"
+    # The code OpenAI's API gives the same condition, where the project's differs (the
+    # OpenAI-compatible route answers with it, so OpenAI clients recognise the error).
+    openai_code: str | None = None
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -23,8 +26,10 @@ class SpecVidError(Exception):
         # Subclasses keep the one-argument constructor, so pickling by (class, message) is exact.
         return (type(self), (self.message,))
 
-    def to_dict(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message, "status": self.status_code}}
+    def to_dict(self, openai: bool = False) -> dict:
+        """The error body; `openai`: as the OpenAI-compatible route answers it (OpenAI's code)."""
+        code = self.openai_code if openai and self.openai_code else self.code
+        return {"error": {"code": code, "message": self.message, "status": self.status_code}}
 
 
 class InvalidRequestError(SpecVidError):
@@ -32,6 +37,14 @@ class InvalidRequestError(SpecVidError):
 
     status_code = 400
     code = "invalid_request"
+
+
+class ContextLengthError(InvalidRequestError):
+    """The prompt, the video and `max_tokens` together do not fit the context (a 400, as OpenAI's
+    API and vLLM answer it: the request can be fixed by asking for fewer tokens)."""
+
+    code = "context_too_long"
+    openai_code = "context_length_exceeded"
 
 
 class InvalidVideoError(InvalidRequestError):

@@ -6,7 +6,7 @@ import pytest
 
 from specvid.config import SourceConfig
 from specvid.engine import LocalEngine
-from specvid.errors import ForbiddenSourceError, InvalidVideoError, SourceNotFoundError
+from specvid.errors import ContextLengthError, ForbiddenSourceError, InvalidVideoError, SourceNotFoundError
 from specvid.shapesworld.clips import encode_clip_mp4, make_clip
 from specvid.shapesworld.world import split_seeds
 
@@ -41,14 +41,30 @@ def test_s3_video_sd_equals_ar(random_models, s3, bucket, moto_endpoint, clip_by
     assert streamed == sd.text
 
 
-def test_local_path_needs_an_allowed_root(random_models, tmp_path, clip_bytes):
+def test_local_paths_are_read_by_default_in_process_and_refused_by_server_sources(
+        random_models, tmp_path, clip_bytes):
     path = tmp_path / "clip.mp4"
     path.write_bytes(clip_bytes)
     target, draft = random_models["qwen"]
-    allowed = LocalEngine(target, draft, sources=SourceConfig(local_root=str(tmp_path)))
-    assert allowed.generate(request(str(path), "sd")).token_ids
+    assert LocalEngine(target, draft).generate(request(str(path), "sd")).token_ids  # a user's own file
+    inside = LocalEngine(target, draft, sources=SourceConfig(local_root=str(tmp_path)))
+    assert inside.generate(request(str(path), "sd")).token_ids
+    with pytest.raises(ForbiddenSourceError):  # what a served deployment's sources say by default
+        LocalEngine(target, draft, sources=SourceConfig()).generate(request(str(path), "sd"))
     with pytest.raises(ForbiddenSourceError):
-        LocalEngine(target, draft).generate(request(str(path), "sd"))
+        LocalEngine(target, draft, sources=SourceConfig(local_root=str(tmp_path / "elsewhere"))).generate(
+            request(str(path), "sd"))
+
+
+def test_a_context_overflow_is_a_400_naming_the_numbers_before_any_download(random_models):
+    target, draft = random_models["qwen"]
+    engine = LocalEngine(target, draft)
+    # The video does not exist: the refusal must come before anything tries to read it.
+    with pytest.raises(ContextLengthError) as refused:
+        engine.generate(request("s3://nowhere/clip.mp4", "sd", max_tokens=8192))
+    assert refused.value.status_code == 400 and refused.value.code == "context_too_long"
+    assert refused.value.to_dict(openai=True)["error"]["code"] == "context_length_exceeded"
+    assert "8192" in refused.value.message and "context tokens" in refused.value.message
 
 
 def test_missing_key_and_bad_bytes_are_clear_errors(random_models, s3, bucket, moto_endpoint):

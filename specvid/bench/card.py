@@ -22,7 +22,7 @@ import torch
 from specvid.config import VideoLimits, VideoSampling
 from specvid.engine import LocalEngine
 from specvid.models.adapter import VideoLLM
-from specvid.pipeline import GenerationResult, sampled_fps
+from specvid.request_path import GenerationResult, sampled_fps
 from specvid.shapesworld.anchors import token_anchor_mask
 from specvid.shapesworld.clips import Clip, encode_clip_mp4, make_clip
 from specvid.shapesworld.scorer import aggregate, score_answer, score_caption

@@ -280,7 +280,7 @@ def _add_bench_serve_args(p: argparse.ArgumentParser) -> None:
                    help="with --url: also run the one-client requests through LocalEngine (--target / --draft) "
                         "and report the Serve overhead per round")
     p.add_argument("--methods", default="ar,sd",
-                   help="comma-separated methods with knobs as in `specvid bench` (e.g. sd,sd:pipeline=false)")
+                   help="comma-separated methods with knobs as in `specvid bench` (e.g. sd,sd:draft_ahead=true)")
     p.add_argument("--concurrency", default="1,4,8,16", help="comma-separated numbers of concurrent clients")
     p.add_argument("--requests-per-client", type=int, default=3, help="requests each client sends per level")
     p.add_argument("--max-tokens", type=int, default=48, help="tokens each request decodes (EOS ignored)")

@@ -31,7 +31,7 @@ from specvid.bench.peers import hf_generate
 from specvid.config import DecodingConfig, VideoSampling
 from specvid.decoding.stats import SpecStats
 from specvid.engine import LocalEngine
-from specvid.pipeline import GenerationResult
+from specvid.request_path import GenerationResult
 
 
 @dataclass(frozen=True)

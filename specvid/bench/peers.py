@@ -26,7 +26,7 @@ from transformers.generation.streamers import BaseStreamer
 from specvid.decoding.stats import SpecStats
 from specvid.models.adapter import VideoLLM
 from specvid.models.decoder import row_major_linears
-from specvid.pipeline import sampled_fps
+from specvid.request_path import sampled_fps
 from specvid.video import DecodedVideo
 
 

@@ -33,7 +33,7 @@ from specvid.decoding.relevance import TokenRelevance, vocabulary_mean
 from specvid.decoding.strict import TokenClasses, strict_positions
 from specvid.engine import LocalEngine
 from specvid.models.adapter import VideoLLM
-from specvid.pipeline import sampled_fps
+from specvid.request_path import sampled_fps
 from specvid.shapesworld.anchors import anchor_words
 from specvid.shapesworld.clips import make_clip
 from specvid.shapesworld.world import split_seeds

@@ -8,8 +8,8 @@ in-process `LocalEngine` (same requests, same measurement, no Ray).
 
 The Serve overhead per round is `(served decode time - LocalEngine decode time) / rounds` of
 the same request with the same tokens, one client at a time, median over requests; `LocalEngine`
-runs its default (rounds not pipelined), whatever the served method asks for. Methods take the
-knobs of `specvid bench --methods`: `sd,sd:pipeline=false` compares pipelined rounds with plain.
+runs its default (no draft-ahead rounds), whatever the served method asks for. Methods take the
+knobs of `specvid bench --methods`: `sd,sd:draft_ahead=true` compares draft-ahead rounds with plain.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def sample_uris(bucket: str) -> list[str]:
 def request_bodies(method: str, videos: Sequence[str], prompt: str, count: int, max_tokens: int) -> list[dict]:
     """`count` requests of one method over the videos in turn; each decodes exactly max_tokens.
 
-    `method` is an entry of `--methods`, knobs included (`sd:pipeline=false`, `sd:k=3`)."""
+    `method` is an entry of `--methods`, knobs included (`sd:draft_ahead=true`, `sd:k=3`)."""
     from specvid.bench.methods import parse_method
 
     decoding = parse_method(method, {}).decoding.model_dump(exclude_unset=True)
@@ -257,8 +257,8 @@ def request_bodies(method: str, videos: Sequence[str], prompt: str, count: int, 
 
 
 def engine_default(body: dict) -> dict:
-    """A request as `LocalEngine` runs it by default: rounds not pipelined."""
-    decoding = {k: v for k, v in body["decoding"].items() if k != "pipeline"}
+    """A request as `LocalEngine` runs it by default: no draft-ahead rounds."""
+    decoding = {k: v for k, v in body["decoding"].items() if k != "draft_ahead"}
     return {**body, "decoding": decoding}
 
 
@@ -283,7 +283,7 @@ def run_levels(client: Client, methods: Sequence[str], levels: Sequence[int], vi
 def overhead_rows(served: dict[str, list[Outcome]], local_client: Client, videos: Sequence[str], prompt: str,
                   max_tokens: int) -> list[dict]:
     """The Serve overhead per round: the one-client requests again, through `LocalEngine` as it
-    runs by default (so a pipelined served row compares with plain in-process rounds); and how
+    runs by default (so a draft-ahead served row compares with plain in-process rounds); and how
     idle each served worker was."""
     rows = []
     for method, outcomes in served.items():

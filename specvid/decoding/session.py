@@ -79,7 +79,7 @@ class Commit:
 
     `assumed` tokens follow the committed ones for this call only: a draft asked to draft ahead
     while the target still verifies its last proposal takes that proposal as accepted, without
-    committing it (`decoding/loop.py`, pipelined rounds).
+    committing it (`decoding/ahead.py`, draft-ahead rounds).
     """
 
     base: int

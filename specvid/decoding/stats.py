@@ -23,7 +23,7 @@ class SpecStats:
     shift_rescues: int = 0  # LVSpec: accepted mismatches at strict positions, by the shift rule
     sessions_restored: int = 0
     draftless_rounds: int = 0  # rounds verified without proposals while a lost draft session came back
-    ahead_rounds: int = 0  # pipelined: proposals drafted ahead during a verify
+    ahead_rounds: int = 0  # draft-ahead rounds: proposals drafted ahead during a verify
     ahead_hits: int = 0  # ... of which the next round used (every draft accepted, next token guessed)
     prompt_tokens: int = 0
     video_tokens: int = 0  # in the target's context
@@ -40,6 +40,11 @@ class SpecStats:
     # Time the decode loop waited for the draft's / target's answers: compute plus the trip.
     draft_wait_s: float = 0.0
     target_wait_s: float = 0.0
+
+    def record_emitted(self, tokens: int, decode_s: float) -> None:
+        """Count tokens a round emitted; `decode_s`: decoding time so far (prefill excluded)."""
+        self.emitted += tokens
+        self.decode_s = decode_s
 
     def record_round(self, drafted: int, accepted: int, loose: int = 0, rescued: int = 0) -> None:
         """Count one verify round: `drafted` proposals, of which the first `accepted` kept

@@ -147,7 +147,7 @@ class VideoLLM(ABC):
 
     def context_length(self, prompt: str, num_frames: int, width: int, height: int) -> int:
         """Tokens the prefill of `prompt` over such a video puts in the context, computed without
-        the video: what admission checks before any download."""
+        the video: what the request checks use before any download."""
         width, height = self.frame_size(width, height)
         text_tokens = len(self.tokenizer(self._prompt_text(prompt, 1))["input_ids"]) - 1
         return text_tokens + self.video_placeholders(num_frames, width, height)

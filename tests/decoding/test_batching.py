@@ -112,9 +112,9 @@ def test_concurrent_requests_get_the_tokens_they_get_alone(random_models, family
 
     results = run(together())
     assert [r.token_ids for r in results] == alone
-    sizes = engine._verifier._batched["verify"].sizes
+    sizes = engine._verifier.batch_sizes
     assert max(sizes) > 1, f"no verify forward was shared: {dict(sizes)}"
-    assert max(engine._drafter._batched["propose"].sizes) > 1
+    assert max(engine._drafter.batch_sizes) > 1
 
 
 def test_a_loop_that_shuts_down_mid_batch_leaves_nothing_to_run_in_the_next():

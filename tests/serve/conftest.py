@@ -75,8 +75,8 @@ def app_args(videos: dict, **overrides) -> dict:
         "max_sessions": 8,
         "admission": {"max_active": 8, "max_queued": 8},
         "request_timeout_s": 120,
-        # Served rounds are pipelined, in-process ones (the reference) not: the tokens must agree.
-        "pipeline": True,
+        # Served rounds draft ahead, in-process ones (the reference) do not: the tokens must agree.
+        "draft_ahead": True,
     }
     args.update(overrides)
     return args

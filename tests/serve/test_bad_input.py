@@ -130,7 +130,8 @@ def cases(app, bad: dict) -> list[Case]:
         Case("giant frames", 413, "too_large",
              native(video_sampling={"num_frames": 256, "width": 4096, "height": 4096})),
         Case("too many frames", 413, "too_large", native(video_sampling={"num_frames": 1024})),
-        Case("context past the model", 413, "too_large", native(sampling__max_tokens=8192)),
+        # As OpenAI's API and vLLM answer it: a 400 the client can fix by asking for fewer tokens.
+        Case("context past the model", 400, "context_too_long", native(sampling__max_tokens=8192)),
         Case("prompt too long", 400, "invalid_request", native(prompt="x" * 9000)),
         # sources
         Case("missing key", 404, "source_not_found", native(video=f"s3://{bucket}/nope.mp4"), within_s=DECODE_S),
@@ -163,6 +164,10 @@ def cases(app, bad: dict) -> list[Case]:
         Case("not UTF-8", 400, "invalid_request", b'{"prompt": "\xff\xfe"}'),
         # chat completions
         Case("chat max_tokens 1e6", 400, "invalid_request", chat(app, max_tokens=10**6), "/v1/chat/completions"),
+        Case("chat context past the model", 400, "context_length_exceeded", chat(app, max_tokens=8192),
+             "/v1/chat/completions"),
+        Case("chat stream, context past the model", 400, "context_length_exceeded",
+             chat(app, max_tokens=8192, stream=True), "/v1/chat/completions"),
         Case("chat unknown model", 404, "model_not_found", chat(app, model="gpt-5"), "/v1/chat/completions"),
         Case("chat without video", 400, "invalid_request",
              chat(app, messages=[{"role": "user", "content": "hi"}]), "/v1/chat/completions"),
@@ -216,6 +221,16 @@ def test_bad_input_gets_clear_4xx_errors_and_harms_nothing(app, bad_objects):
         if after.status_code != 200 or after.json()["token_ids"] != reference:
             wrong.append(f"{case.name}: a good request changed after it: {after.text[:200]}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_openai_clients_see_a_context_overflow_as_a_bad_request(app):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{app['url']}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="specvid", messages=chat(app)["messages"], max_tokens=8192)
+    assert refused.value.code == "context_length_exceeded"
+    assert "context tokens" in refused.value.message and "8192" in refused.value.message
 
 
 def test_healthz_answers_head_and_models_lists_the_served_name(app):

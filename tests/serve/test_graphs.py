@@ -18,7 +18,8 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 from deployments.app import build_app  # noqa: E402
 from deployments.graphs import Links  # noqa: E402
-from deployments.workers import DraftEngine  # noqa: E402
+from deployments.args import DraftServerArgs  # noqa: E402
+from deployments.workers import DraftActor  # noqa: E402
 
 
 async def dead(actor, within_s: float = 30.0) -> None:
@@ -34,7 +35,7 @@ async def dead(actor, within_s: float = 30.0) -> None:
 
 
 def test_rounds_over_a_compiled_graph_equal_plain_calls_and_fail_cleanly(ray_cluster):
-    engine = DraftEngine.options(num_cpus=0).remote(PAIR["draft"], 8, None)
+    engine = DraftActor.options(num_cpus=0).remote(DraftServerArgs(model=PAIR["draft"], max_sessions=8))
     frames = random_frames(3, 4)
 
     async def scenario():
@@ -84,4 +85,4 @@ def test_served_rounds_over_compiled_graphs_give_the_local_tokens(compiled, vide
         assert ray.get(actor.graph_owner.remote()) is not None, f"no router holds {deployment}'s graph"
     second = compiled.generate.remote(request).result()  # every round over the graphs
     assert first == second["token_ids"] == expected
-    assert second["stats"]["ahead_rounds"] > 0  # pipelined too (the test application's setting)
+    assert second["stats"]["ahead_rounds"] > 0  # drafting ahead too (the test application's setting)

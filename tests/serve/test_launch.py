@@ -1,5 +1,6 @@
-"""`make run`'s launcher as a user meets it: the first answer, the printed handle example run from
-a second, bare terminal, and a clean stop on SIGTERM."""
+"""`make run`'s launcher as a user meets it, with an API key set (what a user does before exposing
+the port): the first answer, the printed curl and handle examples run from a second, bare
+terminal, and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from specvid.models.tensor_parallel import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UP_S, STOP_S = 300, 10
+KEY = "launch-test-key"
 
 
 def children_of(pid: int) -> list[int]:
@@ -49,8 +51,9 @@ def config(tmp_path) -> Path:
     return path
 
 
-def test_make_run_answers_prints_a_working_handle_example_and_stops_cleanly(config):
+def test_make_run_with_a_key_answers_prints_working_examples_and_stops_cleanly(config):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env["SPECVID_API_KEY"] = KEY
     started: list[int] = []
     launcher = subprocess.Popen(
         [sys.executable, "-m", "ops.launch", "--config", str(config)],
@@ -65,9 +68,16 @@ def test_make_run_answers_prints_a_working_handle_example_and_stops_cleanly(conf
         output = "".join(lines)
         assert re.search(r"^A: '.+'", output, re.M), output  # the first answer, from the trained pair
         example = next(line.strip() for line in lines if "serve.get_app_handle" in line)
+        assert KEY not in output  # the examples name the key's variable, never the key
+        start = next(i for i, line in enumerate(lines) if line.strip().startswith("curl "))
+        curl = lines[start].strip() + "\n" + lines[start + 1].strip()
 
         # A second terminal: nothing but HOME and PATH, in the repository.
         bare = {"HOME": os.environ["HOME"], "PATH": os.environ["PATH"]}
+        for key, answered in ((KEY, '"text"'), ("wrong", '"unauthorized"')):
+            called = subprocess.run(["bash", "-c", curl], cwd=ROOT, env={**bare, "SPECVID_API_KEY": key},
+                                    capture_output=True, text=True, timeout=120)
+            assert answered in called.stdout, (key, called.stdout[-2000:], called.stderr[-2000:])
         handle = subprocess.run(["bash", "-c", example], cwd=ROOT, env=bare, capture_output=True, text=True,
                                 timeout=120)
         assert handle.returncode == 0, handle.stderr[-2000:]

@@ -38,13 +38,13 @@ def test_handle_generate_equals_local_engine(app, local, method):
         assert got["stats"]["rounds"] == expected.stats.rounds
         assert got["stats"]["draft_video_tokens"] == expected.stats.draft_video_tokens
         assert got["stats"]["loose_accepts"] == expected.stats.loose_accepts
-        # The test application pipelines its rounds, LocalEngine does not: same tokens either way.
+        # The test application drafts ahead, LocalEngine does not: same tokens either way.
         assert got["stats"]["ahead_rounds"] > 0 and expected.stats.ahead_rounds == 0
         assert 0.0 <= got["stats"]["draft_idle_share"] < 1.0 and 0.0 <= got["stats"]["target_idle_share"] < 1.0
 
 
-def test_a_request_can_turn_pipelined_rounds_off(app, local):
-    request = request_for(app, 1, "sd", max_tokens=32, pipeline=False)
+def test_a_request_can_turn_draft_ahead_off(app, local):
+    request = request_for(app, 1, "sd", max_tokens=32, draft_ahead=False)
     got = app["handle"].generate.remote(request).result()
     assert got["token_ids"] == local.generate(request).token_ids
     assert got["stats"]["ahead_rounds"] == 0

@@ -1,4 +1,4 @@
-"""Pipelined rounds: the draft drafts the next round while the target verifies, same output.
+"""Draft-ahead rounds: the draft drafts the next round while the target verifies, same output.
 
 A random draft almost never guesses a whole round (every proposal drafted ahead is discarded);
 the target drafting for itself always does (every one is used). Both must give the target's
@@ -33,15 +33,15 @@ def engines(random_models):
     return {
         f: {
             "ar": LocalEngine(target),
-            "random_draft": LocalEngine(target, draft, pipeline=True),
-            "self_draft": LocalEngine(target, target, pipeline=True),
+            "random_draft": LocalEngine(target, draft, draft_ahead=True),
+            "self_draft": LocalEngine(target, target, draft_ahead=True),
         }
         for f, (target, draft) in random_models.items()
     }
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_pipelined_rounds_give_the_targets_greedy_output(engines, family):
+def test_draft_ahead_rounds_give_the_targets_greedy_output(engines, family):
     e = engines[family]
     for case, (k, max_tokens) in enumerate(CASES):
         video = random_video(seed=case)
@@ -60,32 +60,35 @@ def test_pipelined_rounds_give_the_targets_greedy_output(engines, family):
 
 
 @pytest.mark.parametrize("method", ["specvlm", "lvspec", "lvspec+specvlm"])
-def test_pipelined_rounds_keep_each_methods_output(random_models, method):
+def test_draft_ahead_rounds_keep_each_methods_output(random_models, method):
     target, draft = random_models["qwen"]
-    plain, pipelined = LocalEngine(target, target), LocalEngine(target, target, pipeline=True)
+    plain, ahead = LocalEngine(target, target), LocalEngine(target, target, draft_ahead=True)
     video = random_video(seed=11)
     body = request(11, method, 4, 30)
     expected = plain.generate(body, video)
-    got = pipelined.generate(body, video)
+    got = ahead.generate(body, video)
     assert got.token_ids == expected.token_ids
     assert got.stats.ahead_rounds > 0 and expected.stats.ahead_rounds == 0
 
 
 def test_the_switch_is_per_request_and_defaults_to_the_engine(random_models):
     target, draft = random_models["llava"]
-    off, on = LocalEngine(target, target), LocalEngine(target, target, pipeline=True)
+    off, on = LocalEngine(target, target), LocalEngine(target, target, draft_ahead=True)
     video = random_video(seed=5)
     default_off = off.generate(request(5, "sd", 3, 24), video)
-    asked_on = off.generate(request(5, "sd", 3, 24, pipeline=True), video)  # rounds pipelined, draft inline
-    asked_off = on.generate(request(5, "sd", 3, 24, pipeline=False), video)
+    asked_on = off.generate(request(5, "sd", 3, 24, draft_ahead=True), video)  # draft-ahead rounds, draft inline
+    asked_off = on.generate(request(5, "sd", 3, 24, draft_ahead=False), video)
     default_on = on.generate(request(5, "sd", 3, 24), video)
     assert default_off.token_ids == asked_on.token_ids == asked_off.token_ids == default_on.token_ids
     assert default_off.stats.ahead_rounds == asked_off.stats.ahead_rounds == 0
     assert asked_on.stats.ahead_rounds > 0 and default_on.stats.ahead_rounds > 0
+    # Requests that still use the field's earlier name get the same switch.
+    earlier_name = off.generate(request(5, "sd", 3, 24, pipeline=True), video)
+    assert earlier_name.token_ids == default_off.token_ids and earlier_name.stats.ahead_rounds > 0
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_adaptive_length_and_pipelining_keep_the_output(engines, family):
+def test_adaptive_length_and_drafting_ahead_keep_the_output(engines, family):
     e = engines[family]
     video = random_video(seed=3)
     ar = e["ar"].generate(request(3, "ar", 6, 40), video)
@@ -94,9 +97,9 @@ def test_adaptive_length_and_pipelining_keep_the_output(engines, family):
         assert adaptive.token_ids == ar.token_ids
 
 
-def test_seeded_sampling_with_pipelined_rounds_is_reproducible(random_models):
+def test_seeded_sampling_with_draft_ahead_rounds_is_reproducible(random_models):
     target, draft = random_models["qwen"]
-    engine = LocalEngine(target, draft, pipeline=True)
+    engine = LocalEngine(target, draft, draft_ahead=True)
     body = request(2, "sd", 4, 30)
     body["sampling"].update(temperature=0.9, seed=17)
     results = [engine.generate(body, random_video(seed=2)) for _ in range(3)]
@@ -111,9 +114,9 @@ def test_seeded_sampling_with_pipelined_rounds_is_reproducible(random_models):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_concurrent_pipelined_requests_get_the_tokens_they_get_alone(random_models, family):
+def test_concurrent_draft_ahead_requests_get_the_tokens_they_get_alone(random_models, family):
     target, draft = random_models[family]
-    engine = LocalEngine(target, target, pipeline=True)
+    engine = LocalEngine(target, target, draft_ahead=True)
     cases = [(request(i, "sd", 2 + i % 4, 12 + 3 * i), random_video(seed=i, num_frames=2 + i % 3)) for i in range(6)]
     alone = [LocalEngine(target).generate(dict(body, decoding={"method": "ar"}), video).token_ids
              for body, video in cases]
@@ -123,7 +126,7 @@ def test_concurrent_pipelined_requests_get_the_tokens_they_get_alone(random_mode
 
     results = asyncio.run(together())
     assert [r.token_ids for r in results] == alone
-    assert max(engine._drafter._batched["propose"].sizes) > 1, "no draft step was shared"
+    assert max(engine._drafter.batch_sizes) > 1, "no draft step was shared"
     assert sum(r.stats.ahead_hits for r in results) > 0
 
 

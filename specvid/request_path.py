@@ -1,11 +1,11 @@
-"""One request from admission to its last token, over any transport.
+"""The request path: one request from its checks to its last token, over any transport.
 
-    admit -> fetch + decode the video -> open the workers' sessions -> decode rounds -> chunks
+    check_request -> fetch + decode the video -> open the workers' sessions -> decode rounds -> chunks
 
-`LocalEngine` runs this pipeline with in-process workers, the Ray Serve router with remote
+`LocalEngine` runs this path with in-process workers, the Ray Serve router with remote
 replicas; a `Transport` is what differs between them (where frames come from, how a worker is
-reached). Admission is checked here and nowhere else, before any download or decode, and
-every refusal is a typed `SpecVidError` (a 4xx on REST).
+reached). A request's limits are checked here and nowhere else, before any download or decode,
+and every refusal is a typed `SpecVidError` (a 4xx on REST).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from specvid.config import (
 from specvid.decoding.loop import Drafter, Verifier, decode
 from specvid.decoding.session import PrefillRequest
 from specvid.decoding.stats import SpecStats
-from specvid.errors import InvalidRequestError, TooLargeError
+from specvid.errors import ContextLengthError, InvalidRequestError, TooLargeError
 from specvid.video import DecodedVideo, decode_video, fetch_video_bytes
 
 DEFAULT_FPS = 2.0
@@ -70,12 +70,12 @@ class RequestShape:
 
 
 class Transport(Protocol):
-    """What a pipeline needs from the place it runs in."""
+    """What the request path needs from the place it runs in."""
 
     limits: Limits
     video_limits: VideoLimits
     has_draft: bool
-    pipeline: bool  # rounds are pipelined unless a request says otherwise (`DecodingConfig.pipeline`)
+    draft_ahead: bool  # draft-ahead rounds unless a request says otherwise (`DecodingConfig.draft_ahead`)
 
     async def shape(self, request: GenerationRequest, frames: int) -> RequestShape:
         """The request's frame size and context length at `frames` frames (no video needed)."""
@@ -92,7 +92,7 @@ class Transport(Protocol):
         """Token ids -> text, as the target's tokenizer reads them."""
 
 
-async def admit(request: GenerationRequest, transport: Transport) -> None:
+async def check_request(request: GenerationRequest, transport: Transport) -> None:
     """Refuse a request this deployment cannot serve, before any download or decode."""
     limits, video_limits = transport.limits, transport.video_limits
     if len(request.prompt) > limits.max_prompt_chars:
@@ -122,9 +122,10 @@ async def admit(request: GenerationRequest, transport: Transport) -> None:
             (limits.max_context_tokens, "limits.max_context_tokens"),
             (shape.context_window, "the model's context window"),
         )
-        raise TooLargeError(
+        raise ContextLengthError(
             f"the request needs {needed} context tokens ({shape.context_tokens} for the video and "
-            f"prompt, max_tokens {request.sampling.max_tokens}); the limit is {limit} ({name})"
+            f"prompt, max_tokens {request.sampling.max_tokens}); the limit is {limit} ({name}): "
+            "ask for fewer tokens, frames or a smaller frame size"
         )
 
 
@@ -147,16 +148,16 @@ async def run_request(
     request_id: Optional[str] = None,
     video: Optional[DecodedVideo] = None,
 ) -> AsyncIterator[StreamChunk]:
-    """The whole pipeline for one admitted-or-refused request; `video` skips the fetch."""
-    await admit(request, transport)
+    """The whole path of one request, refused or answered; `video` skips the fetch."""
+    await check_request(request, transport)
     request_id = request_id or uuid.uuid4().hex
     started = time.perf_counter()
     decode_text = await transport.decode_text()
     if video is None:
         video = await transport.video_for(request)
     stats.video_s = time.perf_counter() - started
-    if request.decoding.pipeline is None:  # the deployment's default
-        decoding = request.decoding.model_copy(update={"pipeline": transport.pipeline})
+    if request.decoding.draft_ahead is None:  # the deployment's default
+        decoding = request.decoding.model_copy(update={"draft_ahead": transport.draft_ahead})
         request = request.model_copy(update={"decoding": decoding})
     drafter, verifier = transport.workers(request_id, video, request.decoding.uses_draft)
     chunks = stream_request(drafter, verifier, request, video, stats, decode_text, request_id)
