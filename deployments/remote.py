@@ -37,6 +37,7 @@ from specvid.decoding.session import (
     VideoKeep,
 )
 from specvid.errors import SessionLostError, SpecVidError, UnavailableError
+from specvid.models.vision_share import TowerFeatures
 
 # A release never holds up the end of a request: a replica being replaced answers nothing.
 RELEASE_TIMEOUT_S = 1.0
@@ -118,9 +119,10 @@ class RemoteDrafter(RemoteWorker):
         super().__init__(*args, **kwargs)
         self.propose_timeout_s = propose_timeout_s
 
-    async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep]) -> int:
+    async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep],
+                      tower: Optional[TowerFeatures] = None) -> int:
         request = _without_frames(request)
-        return await self._prefill(lambda actor: actor.prefill.remote(request, self.frames, keep))
+        return await self._prefill(lambda actor: actor.prefill.remote(request, self.frames, keep, tower))
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         args = (request_id, commit, k)

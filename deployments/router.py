@@ -87,6 +87,8 @@ class Router:
         self.metrics = RouterMetrics()
         self.gate = AdmissionGate(self.args.admission)
         self._tokenizer = None
+        self._target_description: Optional[dict] = None
+        self._shares_vision: Optional[bool] = None
         self._frame_sizes: dict[tuple[int, int], tuple[int, int]] = {}
         # Compiled graphs to the worker actors this replica's requests reach (`deployments/graphs.py`).
         self.links = Links(self.args.batching.max_batch_size, enabled=self.args.compiled_graphs)
@@ -114,9 +116,22 @@ class Router:
 
     async def decode_text(self):
         if self._tokenizer is None:
-            self._tokenizer = (await self.target.describe.remote())["tokenizer"]
+            self._tokenizer = (await self._target_facts())["tokenizer"]
         tokenizer = self._tokenizer
         return lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    async def vision_shared(self) -> bool:
+        """Whether the draft's vision tower is the target's (asked once of both deployments)."""
+        if self._shares_vision is None:
+            draft = await self.draft.describe.remote() if self.draft is not None else None
+            target = await self._target_facts()
+            self._shares_vision = draft is not None and draft.get("vision_tower") == target.get("vision_tower")
+        return self._shares_vision
+
+    async def _target_facts(self) -> dict:
+        if self._target_description is None:
+            self._target_description = await self.target.describe.remote()
+        return self._target_description
 
     async def _frame_size(self, width: int, height: int) -> tuple[int, int]:
         if (width, height) not in self._frame_sizes:

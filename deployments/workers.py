@@ -51,6 +51,7 @@ from specvid.models.tensor_parallel import (
     rank_environment,
     shard_language_model,
 )
+from specvid.models.vision_share import TowerFeatures
 
 PORT_ATTEMPTS = 3
 T = TypeVar("T")
@@ -106,8 +107,9 @@ class DraftActor(WorkerActor):
         """A router's batched proposals over its compiled graph (run on the graph's thread)."""
         return self.worker.propose_many(calls)
 
-    async def prefill(self, request: PrefillRequest, frames: np.ndarray, keep: Optional[VideoKeep] = None) -> int:
-        return await asyncio.to_thread(self.worker.prefill, _with_frames(request, frames), keep)
+    async def prefill(self, request: PrefillRequest, frames: np.ndarray, keep: Optional[VideoKeep] = None,
+                      tower: Optional[TowerFeatures] = None) -> int:
+        return await asyncio.to_thread(self.worker.prefill, _with_frames(request, frames), keep, tower)
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         return await self._propose((request_id, commit, k))
@@ -136,7 +138,8 @@ class TargetHost:
     @staticmethod
     def describe_worker(worker) -> dict:
         model = worker.model
-        return {"name": model.name, "family": model.family, "tokenizer": model.tokenizer, "tp_size": _world_size()}
+        return {"name": model.name, "family": model.family, "tokenizer": model.tokenizer, "tp_size": _world_size(),
+                "vision_tower": model.tower_fingerprint}
 
     def frame_size(self, width: int, height: int) -> tuple[int, int]:
         return self.worker.model.frame_size(width, height)

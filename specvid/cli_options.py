@@ -7,7 +7,7 @@ the REST field it stands for can never disagree.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, get_args
+from typing import Any, Optional, Sequence, get_args
 
 from pydantic import BaseModel
 
@@ -125,14 +125,19 @@ def request_from_args(args: argparse.Namespace, video: str, prompt: str, method:
     }
 
 
-def engine_from_args(args: argparse.Namespace, uses_draft: bool, local_root: str = "/"):
+def engine_from_args(args: argparse.Namespace, uses_draft: bool, local_root: str = "/",
+                     draft_lengths: Sequence[int] = ()):
+    """The engine a command runs; `draft_lengths`: the k its rounds draft, whose whole-proposal
+    loops the draft compiles at load when the command compiles."""
     from specvid.config import SourceConfig
     from specvid.engine import LocalEngine
 
-    def spec(name: str) -> ModelSpec:
-        return ModelSpec(name=name, dtype=args.dtype, device=args.device, compile=args.compile)
+    def spec(name: str, **fields) -> ModelSpec:
+        return ModelSpec(name=name, dtype=args.dtype, device=args.device, compile=args.compile, **fields)
 
     # A command-line user may read any of their own files; servers set a narrower root.
     sources = SourceConfig(local_root=local_root, s3_endpoint_url=getattr(args, "s3_endpoint", None))
-    draft = spec(args.draft) if uses_draft else None
+    lengths = tuple(sorted(set(draft_lengths) | {getattr(args, "num_draft_tokens", 5)}))
+    sampled = getattr(args, "temperature", 0.0) > 0
+    draft = spec(args.draft, draft_loops=lengths, sampled_draft_loops=sampled) if uses_draft else None
     return LocalEngine.from_specs(spec(args.target), draft, sources=sources)

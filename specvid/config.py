@@ -46,6 +46,16 @@ class ModelSpec(_Strict):
         "loads, warm-up included, so requests run the compiled graphs from the first one. Costs "
         "seconds to a minute at start-up (less with inductor's on-disk cache); output is the same.",
     )
+    draft_loops: tuple[int, ...] = Field(
+        (),
+        description="A draft model with compile: the draft lengths k whose whole proposal (k steps, the "
+        "choice of each token, the adaptive-length stop) compiles into one graph at start-up, one call per "
+        "round instead of k (docs/bench.md). Other k run step by step. About 50 s of start-up each on a "
+        "2-core CPU (seconds from inductor's cache); same tokens.",
+    )
+    sampled_draft_loops: bool = Field(
+        False, description="Compile the draft_loops for sampled rounds too (temperature > 0); twice the start-up."
+    )
 
 
 class VideoSampling(_Strict):

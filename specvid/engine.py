@@ -22,9 +22,9 @@ from specvid.config import (
     VideoSampling,
     parse,
 )
+from specvid.decoding.accept import Verdict
 from specvid.decoding.batching import Batcher
 from specvid.decoding.draft import DraftWorker
-from specvid.decoding.accept import Verdict
 from specvid.decoding.session import Commit, PrefillRequest, PrefillResult, Proposal, VideoKeep, returned
 from specvid.decoding.sides import Drafter, Verifier
 from specvid.decoding.stats import SpecStats
@@ -32,6 +32,7 @@ from specvid.decoding.target import TargetWorker
 from specvid.errors import ModelLoadError
 from specvid.models.adapter import VideoLLM
 from specvid.models.loader import load_model
+from specvid.models.vision_share import TowerFeatures
 from specvid.request_path import (
     GenerationResult,
     RequestShape,
@@ -96,8 +97,9 @@ class InProcessDrafter:
         """Batched proposals run so far, by size (a request alone is not counted)."""
         return self._propose.sizes
 
-    async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep]) -> int:
-        return await self._forward(self.worker.prefill, request, keep)
+    async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep],
+                      tower: Optional[TowerFeatures] = None) -> int:
+        return await self._forward(self.worker.prefill, request, keep, tower)
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         return await self._propose((request_id, commit, k))
@@ -163,6 +165,8 @@ class LocalEngine:
         self.sources = SourceConfig.user_files() if sources is None else sources
         self.video_limits, self.limits = video_limits, limits
         self.draft_ahead = draft_ahead and draft is not None
+        # The draft projects the target's vision tower output where the towers are the same.
+        self.shares_vision = draft is not None and draft.tower_fingerprint == target.tower_fingerprint
         self.target_worker = TargetWorker(target, max_sessions)
         self.draft_worker = DraftWorker(draft, max_sessions) if draft is not None else None
         self._in_flight = 0  # requests decoding now
@@ -201,6 +205,9 @@ class LocalEngine:
 
     async def decode_text(self) -> Callable[[list[int]], str]:
         return self.target.decode
+
+    async def vision_shared(self) -> bool:
+        return self.shares_vision
 
     # ---- video ------------------------------------------------------------------------------
 

@@ -77,6 +77,9 @@ class Transport(Protocol):
     has_draft: bool
     draft_ahead: bool  # draft-ahead rounds unless a request says otherwise (`DecodingConfig.draft_ahead`)
 
+    async def vision_shared(self) -> bool:
+        """Whether draft and target have the same vision tower (`models/vision_share.py`)."""
+
     async def shape(self, request: GenerationRequest, frames: int) -> RequestShape:
         """The request's frame size and context length at `frames` frames (no video needed)."""
 
@@ -160,7 +163,8 @@ async def run_request(
         decoding = request.decoding.model_copy(update={"draft_ahead": transport.draft_ahead})
         request = request.model_copy(update={"decoding": decoding})
     drafter, verifier = transport.workers(request_id, video, request.decoding.uses_draft)
-    chunks = stream_request(drafter, verifier, request, video, stats, decode_text, request_id)
+    chunks = stream_request(drafter, verifier, request, video, stats, decode_text, request_id,
+                            await transport.vision_shared())
     try:
         async for chunk in chunks:
             yield chunk
@@ -176,14 +180,17 @@ async def stream_request(
     stats: SpecStats,
     decode_text: Callable[[list[int]], str],
     request_id: str,
+    shares_vision: bool = False,
 ) -> AsyncIterator[StreamChunk]:
-    """The decode rounds of one request as text chunks."""
+    """The decode rounds of one request as text chunks; `shares_vision`: the draft takes the
+    target's vision tower output."""
     prefill = PrefillRequest(
         request_id=request_id,
         frames=video.frames,
         fps=sampled_fps(video),
         prompt=request.prompt,
         sampling=request.sampling,
+        share_vision=shares_vision and request.decoding.uses_draft,
     )
     detok = IncrementalDetokenizer(decode_text)
     steps = decode(drafter, verifier, prefill, request.decoding, stats)

@@ -89,7 +89,8 @@ def run_bench(args: argparse.Namespace) -> int:
             cases, root = dataset_cases(Path(args.dataset), args.clips), "/"
         else:
             cases, root = zoo_cases(args.clips, args.num_frames, args.size, Path(tmp)), tmp
-        engine = engine_from_args(args, uses_draft=True, local_root=root)
+        lengths = [m.decoding.num_draft_tokens for m in methods if m.decoding.uses_draft and m.peer is None]
+        engine = engine_from_args(args, uses_draft=True, local_root=root, draft_lengths=lengths)
         total = (len(methods) + (BASELINE.label not in [m.label for m in methods])) * len(cases)
         with tqdm(total=total, desc="bench", unit="run") as bar:
             results = run_methods(
@@ -102,6 +103,9 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"\n{name}: {len(cases)} {'rows' if args.dataset else 'zoo clips'}, {args.num_frames} frames, "
           f"max {args.max_tokens} tokens\n")
     print(format_table(rows))
+    for row in rows:
+        if row.get("unavailable"):
+            print(f"{row['method']}: transformers refused this peer here ({row['unavailable']})")
     meta = {
         "pair": name,
         "target": args.target,
@@ -192,7 +196,9 @@ def run_bench_forwards(args: argparse.Namespace) -> int:
     from specvid.models.loader import load_model
 
     torch.set_num_threads(os.cpu_count() or 1)
-    target, draft = (load_model(ModelSpec(name=name, compile=True)) for name in pair_names(args.pair))
+    target_name, draft_name = pair_names(args.pair)
+    target = load_model(ModelSpec(name=target_name, compile=True))
+    draft = load_model(ModelSpec(name=draft_name, compile=True, draft_loops=(args.num_draft_tokens,)))
     rows, totals = forward_rows(target, draft, args.num_draft_tokens, args.generated, args.rounds, args.calls)
     print(f"\n{args.pair}: median ms per forward, {args.rounds} x {args.calls} calls per way\n")
     print(format_forwards(rows, totals))

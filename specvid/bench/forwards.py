@@ -9,8 +9,11 @@ For each model of a pair, at the context a zoo caption prompt leaves after `gene
   column-major as `load_model` stores them on CPU;
 - `compiled`: the same forward after `torch.compile`.
 
-Rows give the median ms of a decode step (1 token) and of a verify block (k + 1 tokens); the
-summary gives c (draft step / target step) and verify / decode per way. The methods take turns
+Rows give the median ms of a decode step (1 token) and of a verify block (k + 1 tokens), and
+for the draft the per-token ms of a whole proposal of k tokens: the step driven from Python k
+times with the choice of each token (`transformers`), the draft loop run eagerly (`eager`) and
+as one compiled graph (`compiled`, `TextDecoder.draft`). The summary gives c (draft step /
+target step), c of a proposal's token, and verify / decode per way. The methods take turns
 in each timed round, so drift in the machine's speed falls on all three alike.
 """
 
@@ -45,6 +48,11 @@ def forward_rows(target: VideoLLM, draft: VideoLLM, k: int, generated: int, roun
             ms = _interleaved_ms(timers, layouts, rounds, calls)
             rows.append({"model": role, "name": model.name, "forward": forward, "tokens": n,
                          "context": context, **{f"{way}_ms": ms[way] for way in WAYS}})
+    context = _prompt_length(draft) + generated
+    layouts = {"transformers": lambda: row_major_linears(draft.model), "eager": nullcontext, "compiled": nullcontext}
+    ms = _interleaved_ms(_proposal_timers(draft, context, k), layouts, rounds, calls)
+    rows.append({"model": "draft", "name": draft.name, "forward": "proposal", "tokens": k, "context": context,
+                 **{f"{way}_ms": ms[way] / k for way in WAYS}})  # per token
     return rows, summary(rows)
 
 
@@ -60,6 +68,7 @@ def summary(rows: list[dict]) -> dict:
             "draft_verify_over_decode": ms["draft", "verify"][key] / ms["draft", "decode"][key],
             "target_decode_speedup": ms["target", "decode"]["transformers_ms"] / ms["target", "decode"][key],
             "draft_decode_speedup": ms["draft", "decode"]["transformers_ms"] / ms["draft", "decode"][key],
+            "c_proposal": ms["draft", "proposal"][key] / ms["target", "decode"][key],
         }
     return out
 
@@ -91,6 +100,33 @@ def _timers(model: VideoLLM, context: int, n: int) -> dict[str, Callable[[], Non
         "transformers": transformers_call,
         "eager": lambda: decoder.eager_forward(ids[None], positions[None], start[None], (slot,)),  # a batch of one
         "compiled": lambda: decoder(ids, positions, start, slot),
+    }
+
+
+def _proposal_timers(model: VideoLLM, context: int, k: int) -> dict[str, Callable[[], None]]:
+    """One whole greedy proposal of k tokens after a 2-token block, per way."""
+    device = model.device
+    with torch.inference_mode():
+        ids, positions = torch.arange(3, 5, device=device), torch.arange(context, context + 2, device=device)
+        start = torch.tensor(context, device=device)
+        slot = model.decoder.new_slot(context + k + 2)
+        cache = Forwards(model.model, model.family, device, model.dtype, seed=0).synthetic_cache(context)
+    axes = 3 if model.family == "qwen2_5_vl" else 1
+
+    def transformers_steps() -> None:  # the step driven from Python, each token chosen and fed back
+        token_ids, at = ids[None], positions
+        for _ in range(k):
+            hf_positions = at.expand(3, 1, -1) if axes == 3 else at[None]
+            logits = model.model(input_ids=token_ids, position_ids=hf_positions, cache=cache, use_cache=True,
+                                 logits_to_keep=1).logits[0, -1]
+            token_ids, at = logits.argmax().view(1, 1), at[-1:] + 1
+        crop_to(cache, context)
+
+    decoder = model.decoder
+    return {
+        "transformers": transformers_steps,
+        "eager": lambda: decoder.draft_steps(ids[None], positions[None], start[None], (slot,), k),
+        "compiled": lambda: decoder.draft(ids, positions, start, slot, k),
     }
 
 
@@ -130,6 +166,7 @@ def format_forwards(rows: list[dict], totals: dict) -> str:
         ("c", lambda r: f"{r['c']:.3f}"),
         ("target verify / decode", lambda r: f"{r['target_verify_over_decode']:.2f}"),
         ("draft verify / decode", lambda r: f"{r['draft_verify_over_decode']:.2f}"),
+        ("c of a proposal's token", lambda r: f"{r['c_proposal']:.3f}"),
     ]
     summary_rows = [{"way": way, **figures} for way, figures in totals.items()]
     return format_columns(rows, columns) + "\n\n" + format_columns(summary_rows, summary_columns)

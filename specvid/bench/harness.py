@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from specvid.bench.methods import BASELINE_LABEL, BenchMethod
-from specvid.bench.peers import hf_generate
+from specvid.bench.peers import PeerUnavailableError, hf_generate
 from specvid.config import DecodingConfig, VideoSampling
 from specvid.decoding.stats import SpecStats
 from specvid.engine import LocalEngine
@@ -61,6 +61,7 @@ class Run:
 class MethodRuns:
     method: BenchMethod
     runs: list[Run] = field(default_factory=list)
+    unavailable: Optional[str] = None  # why a peer's row could not run here (transformers refused it)
 
 
 BASELINE = BenchMethod(BASELINE_LABEL, DecodingConfig(method=BASELINE_LABEL))
@@ -83,12 +84,16 @@ def run_methods(
     if not cases:
         raise ValueError("the benchmark needs at least one case")
     ordered = [BASELINE] + [m for m in methods if m.label != BASELINE.label]
-    for method in ordered:
-        _run_one(engine, method, cases[0], sampling, max_tokens)  # warm-up, not recorded
     results = [MethodRuns(method) for method in ordered]
+    for entry in results:
+        try:
+            _run_one(engine, entry.method, cases[0], sampling, max_tokens)  # warm-up, not recorded
+        except PeerUnavailableError as refused:
+            entry.unavailable = str(refused)
     for case in cases:
         for entry in results:
-            entry.runs.append(_run_one(engine, entry.method, case, sampling, max_tokens))
+            if entry.unavailable is None:
+                entry.runs.append(_run_one(engine, entry.method, case, sampling, max_tokens))
             progress(entry.method.label)
     return results
 
@@ -100,7 +105,7 @@ def _run_one(engine, method: BenchMethod, case: BenchCase, sampling: VideoSampli
     if method.peer is not None:
         assistant = engine.draft if method.decoding.uses_draft else None
         token_ids, stats = hf_generate(engine.target, video, case.prompt, max_tokens, assistant,
-                                       method.decoding.num_draft_tokens)
+                                       method.decoding.num_draft_tokens, compiled=method.peer == "hf-compiled")
         text = engine.target.decode(token_ids)
     else:
         request = {
@@ -122,6 +127,9 @@ def summarise(results: Sequence[MethodRuns], kv_bytes_per_token: Optional[int] =
     base_score = _mean_score(baseline.runs)
     rows = []
     for entry in results:
+        if entry.unavailable is not None:
+            rows.append({"method": entry.method.label, "clips": 0, "unavailable": entry.unavailable})
+            continue
         runs, config = entry.runs, entry.method.decoding
         rounds = sum(run.stats.rounds for run in runs)
         accepted = sum(run.stats.accepted for run in runs)

@@ -10,9 +10,10 @@ default for every method that does not set its own. `uniform` is short for
 `specvlm:pruning=uniform`; `random` for the random relaxation baseline,
 `lvspec:relevance=random:shift_window=0:filler_ratio=0` (any mismatch at a random share lam of
 positions is accepted; `random:rho=0.3` adds the filler gate back). The label of a row is the
-spec as written, so two variants of one method stay apart in the report. `hf` and `hf-assisted`
-are peer rows: transformers' own greedy `generate` on the same target, frames and prompt, alone
-and with our draft as its assistant at the command line's k (`bench/peers.py`).
+spec as written, so two variants of one method stay apart in the report. `hf`, `hf-compiled` and
+`hf-assisted` are peer rows: transformers' own greedy `generate` on the same target, frames and
+prompt: alone, alone with a static cache and the compiled forward, and with our draft as its
+assistant at the command line's k (`bench/peers.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from specvid.errors import InvalidRequestError
 BASELINE_LABEL = BASELINE_METHOD = "ar"
 
 # Peer rows: other systems run on the same target and inputs (`bench/peers.py`).
-PEERS = {"hf": BASELINE_METHOD, "hf-assisted": "sd"}  # peer -> the engine method it stands beside
+PEERS = {"hf": BASELINE_METHOD, "hf-compiled": BASELINE_METHOD, "hf-assisted": "sd"}  # peer -> the engine method it stands beside
 
 ALIASES = {
     "k": "num_draft_tokens",

@@ -6,6 +6,12 @@ timed the way every other row is: prefill up to the first generated token, decod
 Tokens arrive through a streamer, so the decode clock starts at the first new token exactly as
 `SpecStats.decode_s` does.
 
+`hf-compiled` is the same call on transformers' documented fast path: a static cache
+(`cache_implementation="static"`) and the model's forward under `torch.compile`; the compiled
+forward is kept per model, so compilation and its warm-up fall in the harness's untimed
+warm-up run, as the engine's do. Where transformers refuses that path for a family, the row
+fails with that reason (`PeerUnavailableError`) and the report says so.
+
 `hf-assisted` is the same call with our draft as `assistant_model` (transformers' assisted
 generation), k draft tokens per round, fixed (no confidence stop). transformers (5.24) gives the
 assistant the prompt's token ids, video placeholders included, but not the pixel tensors: the
@@ -18,7 +24,8 @@ verifies one block.
 from __future__ import annotations
 
 import time
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from transformers.generation.streamers import BaseStreamer
@@ -47,6 +54,13 @@ class _TokenClock(BaseStreamer):
         pass
 
 
+class PeerUnavailableError(RuntimeError):
+    """transformers refuses a peer's settings for this model (the report names the reason)."""
+
+
+_COMPILED_FORWARDS: dict[int, object] = {}  # id(model) -> its forward under torch.compile
+
+
 def hf_generate(
     model: VideoLLM,
     video: DecodedVideo,
@@ -54,6 +68,7 @@ def hf_generate(
     max_tokens: int,
     assistant: Optional[VideoLLM] = None,
     num_draft_tokens: int = 5,
+    compiled: bool = False,
 ) -> tuple[list[int], SpecStats]:
     """transformers' greedy `generate` on `model` (assisted by `assistant` if given): the tokens
     before the first stop token, and the stats the other rows report (prefill to the first token,
@@ -63,10 +78,29 @@ def hf_generate(
     column-major on CPU, `models/decoder.py`), re-laid untimed before and after.
     """
     with row_major_linears(model.model), row_major_linears(assistant.model if assistant else torch.nn.Module()):
-        return _generate(model, video, prompt, max_tokens, assistant, num_draft_tokens)
+        if not compiled:
+            return _generate(model, video, prompt, max_tokens, assistant, num_draft_tokens)
+        with _compiled_forward(model.model):
+            try:
+                return _generate(model, video, prompt, max_tokens, None, num_draft_tokens, static_cache=True)
+            except Exception as e:  # transformers refuses or fails the static/compiled path here
+                raise PeerUnavailableError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
-def _generate(model, video, prompt, max_tokens, assistant, num_draft_tokens) -> tuple[list[int], SpecStats]:
+@contextmanager
+def _compiled_forward(module: torch.nn.Module) -> Iterator[None]:
+    """`module.forward` under `torch.compile` while open, as transformers' docs set it up; the
+    compiled forward is reused by later calls on the same model."""
+    forward = _COMPILED_FORWARDS.setdefault(id(module), torch.compile(module.forward))
+    module.forward = forward
+    try:
+        yield
+    finally:
+        del module.forward  # the class's own forward again
+
+
+def _generate(model, video, prompt, max_tokens, assistant, num_draft_tokens,
+              static_cache: bool = False) -> tuple[list[int], SpecStats]:
     started = time.perf_counter()
     built = model.build_prompt(video.frames, prompt, sampled_fps(video))
     ids = built.input_ids[None].to(model.device)
@@ -77,6 +111,8 @@ def _generate(model, video, prompt, max_tokens, assistant, num_draft_tokens) -> 
     if assistant is not None:
         inputs.update(assistant_model=assistant.model, num_assistant_tokens=num_draft_tokens,
                       num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+    if static_cache:
+        inputs["cache_implementation"] = "static"
     clock = _TokenClock()
     forwards = _ForwardCounter(model.model)
     with torch.inference_mode(), forwards:

@@ -11,6 +11,9 @@ from typing import Optional
 import torch
 
 from specvid.config import SamplingParams
+from specvid.models.choice import draw, filtered_probs
+
+__all__ = ["choose_token", "draw", "filtered_probs", "logits_to_probs", "make_generator", "sample"]
 
 
 def make_generator(seed: Optional[int], salt: int = 0) -> torch.Generator:
@@ -25,19 +28,7 @@ def make_generator(seed: Optional[int], salt: int = 0) -> torch.Generator:
 
 def logits_to_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Logits [n, vocab] -> the sampling distribution [n, vocab] (temperature > 0)."""
-    logits = logits.float() / params.temperature
-    if params.top_k and params.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
-        # Drop a token once the mass before it already reaches top_p (the top token always stays).
-        drop_sorted = (sorted_probs.cumsum(-1) - sorted_probs) >= params.top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        probs = probs.masked_fill(drop, 0.0)
-        probs = probs / probs.sum(-1, keepdim=True)
-    return probs
+    return filtered_probs(logits, params.temperature, params.top_k, params.top_p)
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

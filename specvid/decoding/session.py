@@ -23,6 +23,7 @@ from specvid.config import SamplingParams
 from specvid.decoding.sampling import make_generator
 from specvid.errors import SessionLostError
 from specvid.models.adapter import DecodeState, PositionLayout, VideoLLM, VideoPrompt
+from specvid.models.vision_share import TowerFeatures
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class PrefillRequest:
     score_video: bool = False  # the target returns a score per video token (SpecVLM)
     loose: Optional[LooseVerification] = None  # the target verifies loosely (LVSpec)
     draft_confidence: float = 0.0  # the draft stops a round after a token less likely than this
+    share_vision: bool = False  # the target hands its vision tower's output to the draft (same tower)
 
     @property
     def reserved_rows(self) -> int:
@@ -113,6 +115,7 @@ class PrefillResult:
     prompt_tokens: int
     video_tokens: int
     video_scores: Optional[torch.Tensor] = None  # [video_tokens]; when the request asked for them
+    tower_features: Optional[TowerFeatures] = None  # when the request shares the vision tower
 
 
 @dataclass

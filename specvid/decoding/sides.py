@@ -28,12 +28,14 @@ from specvid.decoding.prune import select_video_tokens
 from specvid.decoding.session import Commit, PrefillRequest, PrefillResult, Proposal, VideoKeep
 from specvid.decoding.stats import SpecStats
 from specvid.errors import SessionLostError
+from specvid.models.vision_share import TowerFeatures
 
 
 class Drafter(Protocol):
     """A draft worker, in process or remote."""
 
-    async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep]) -> int: ...
+    async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep],
+                      tower: Optional[TowerFeatures] = None) -> int: ...
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal: ...
     async def settle(self, request_id: str, base: int, verified: Sequence[int]) -> None: ...
     async def release(self, request_id: str) -> None: ...
@@ -117,13 +119,15 @@ class DraftSide:
         self.peer = Peer()
         self.keep: Optional[VideoKeep] = None
         self.stop_tokens: frozenset[int] = frozenset()
+        self.tower: Optional[TowerFeatures] = None  # the target's vision tower output, if shared
         self._restoring: Optional[asyncio.Task] = None  # re-prefilling a lost session
 
     async def prefill(self, target: PrefillResult) -> None:
         """Open the draft's session once the target's is open (SpecVLM prunes by its scores)."""
         started = time.perf_counter()
-        self.keep = draft_keep(target, self.config)
+        self.keep, self.tower = draft_keep(target, self.config), target.tower_features
         self.stats.prune_s = time.perf_counter() - started
+        self.stats.vision_shared = self.tower is not None
         self.stats.draft_context_tokens = await self._prefill()
         self.stats.draft_prefill_s = time.perf_counter() - started - self.stats.prune_s
         self.stats.draft_video_tokens = target.video_tokens if self.keep is None else int(self.keep.indices.numel())
@@ -173,7 +177,7 @@ class DraftSide:
         return self._restoring is None
 
     async def _prefill(self) -> int:
-        return await self.drafter.prefill(self.request, self.keep)
+        return await self.drafter.prefill(self.request, self.keep, self.tower)
 
 
 def draft_keep(prefill: PrefillResult, config: DecodingConfig) -> Optional[VideoKeep]:

@@ -29,6 +29,7 @@ class SpecStats:
     video_tokens: int = 0  # in the target's context
     draft_video_tokens: int = 0  # in the draft's context (fewer when pruned)
     draft_context_tokens: int = 0  # the draft's whole prompt context after prefill
+    vision_shared: bool = False  # the draft took the target's vision tower output (no second encoding)
     video_s: float = 0.0
     prefill_s: float = 0.0  # target and draft prefill, pruning included
     prune_s: float = 0.0  # choosing the draft's video tokens

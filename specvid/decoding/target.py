@@ -81,7 +81,11 @@ class TargetWorker(Worker):
         """
         prompt = self._prompt(request)
         wants_embeddings = request.loose is not None and request.loose.relevance == "embedding"
-        video = self.model.video_embeddings(prompt) if wants_embeddings else None
+        video, tower = None, None
+        if request.share_vision:  # one run of the tower: embeddings here, its output for the draft
+            video, tower = self.model.encode_video(prompt)
+        elif wants_embeddings:
+            video = self.model.video_embeddings(prompt)
         if request.score_video:
             state, logits, scores = self.model.prefill_scored(prompt, video, reserve=request.reserved_rows)
         else:
@@ -97,6 +101,7 @@ class TargetWorker(Worker):
             prompt_tokens=len(prompt),
             video_tokens=prompt.num_video_tokens,
             video_scores=scores if request.score_video else None,
+            tower_features=tower,
         )
 
     def verify(self, request_id: str, commit: Commit, proposal: Proposal) -> Verdict:

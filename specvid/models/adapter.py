@@ -25,9 +25,13 @@ import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from specvid.errors import InvalidRequestError, TooLargeError
+from specvid.errors import InvalidRequestError
 from specvid.models.attention import VideoAttention, recording
-from specvid.models.decoder import CacheSlot, TextDecoder
+from specvid.models.decoder import TextDecoder
+from specvid.models.slot_decoding import DecodeState, SlotDecoding
+from specvid.models.vision_share import TowerFeatures, tower_fingerprint
+
+__all__ = ["DecodeState", "PositionLayout", "VideoLLM", "VideoPrompt"]
 
 
 @dataclass(frozen=True)
@@ -53,24 +57,10 @@ class VideoPrompt:
         return int(self.input_ids.numel())
 
 
-@dataclass
-class DecodeState:
-    """One sequence's KV cache and where its next position lies.
-
-    `length` counts the valid rows of the slot. The position of row i is `i + position_offset`
-    (all three M-RoPE axes agree for text tokens), so a crop never needs positions recomputed.
-    """
-
-    slot: CacheSlot
-    length: int
-    position_offset: int
-    prompt_length: int
-
-
 PositionLayout = Literal["original", "compact"]
 
 
-class VideoLLM(ABC):
+class VideoLLM(SlotDecoding, ABC):
     """A loaded Video-LLM of one family, with the operations speculative decoding needs."""
 
     family: str = ""
@@ -94,10 +84,11 @@ class VideoLLM(ABC):
     def _decoder_for(self, model: PreTrainedModel) -> TextDecoder:
         return TextDecoder(model.model.language_model, model.lm_head, self._position_rows)
 
-    def compile(self) -> float:
-        """Compile the decode forward now (warm-up included); returns the seconds it took."""
+    def compile(self, draft_loops: Sequence[int] = (), sampled_loops: bool = False) -> float:
+        """Compile the decode forward now (warm-up included), and a draft's whole-proposal
+        loops for `draft_loops`; returns the seconds it took."""
         with self._forward_lock:
-            return self.decoder.compile()
+            return self.decoder.compile(draft_loops=draft_loops, sampled_loops=sampled_loops)
 
     # ---- family hooks ---------------------------------------------------------------------
 
@@ -109,9 +100,22 @@ class VideoLLM(ABC):
     def _vision_inputs(self, frames: np.ndarray, fps: float) -> tuple[dict, tuple[int, int, int], int]:
         """frames [T,H,W,3] uint8 -> (model pixel tensors, (t,h,w) token grid, placeholder count)."""
 
-    @abstractmethod
     def _video_embeddings(self, vision_inputs: dict) -> torch.Tensor:
         """Pixel tensors -> projected video embeddings [num placeholders, hidden]."""
+        return self._encode_video(vision_inputs)[0]
+
+    @abstractmethod
+    def _encode_video(self, vision_inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel tensors -> (projected video embeddings, the vision tower's output before the
+        projection), from one run of the tower."""
+
+    @abstractmethod
+    def _project(self, tower_output: torch.Tensor, vision_inputs: dict) -> torch.Tensor:
+        """The vision tower's output -> this model's projected video embeddings."""
+
+    @abstractmethod
+    def _tower(self) -> dict[str, torch.Tensor]:
+        """The vision tower's weights: the part two models must share for a hand-over."""
 
     @abstractmethod
     def video_placeholders(self, num_frames: int, width: int, height: int) -> int:
@@ -170,6 +174,26 @@ class VideoLLM(ABC):
     def video_embeddings(self, prompt: VideoPrompt) -> torch.Tensor:
         """Projected video embeddings of a prompt, one row per placeholder."""  # [N', hidden]
         return self._video_embeddings(prompt.vision_inputs)
+
+    @torch.inference_mode()
+    def encode_video(self, prompt: VideoPrompt) -> tuple[torch.Tensor, TowerFeatures]:
+        """Projected video embeddings [N', hidden] and the tower's output they came from, for a
+        draft that shares this model's vision tower (`models/vision_share.py`)."""
+        embeddings, tower_output = self._encode_video(prompt.vision_inputs)
+        return embeddings, TowerFeatures(tower_output, self.tower_fingerprint)
+
+    @torch.inference_mode()
+    def project_features(self, features: TowerFeatures, prompt: VideoPrompt) -> torch.Tensor:
+        """This model's video embeddings from another model's tower output [N', hidden]; the
+        towers must be the same (`tower_fingerprint`)."""
+        if features.fingerprint != self.tower_fingerprint:
+            raise ValueError(f"{self.name}: the vision features come from another vision tower")
+        return self._project(features.features.to(self.device), prompt.vision_inputs)
+
+    @functools.cached_property
+    def tower_fingerprint(self) -> str:
+        """A digest of the vision tower's weights: equal for two models only if their towers are."""
+        return tower_fingerprint(self._tower())
 
     @torch.inference_mode()
     def prefill(
@@ -249,73 +273,6 @@ class VideoLLM(ABC):
             return rows, torch.arange(len(rows), dtype=torch.long).expand(self._position_rows, len(rows))
         return rows, self.prompt_positions(prompt)[:, rows]
 
-    @torch.inference_mode()
-    def extend(
-        self, state: DecodeState, token_ids: Sequence[int], recorded: Optional[VideoAttention] = None
-    ) -> torch.Tensor:
-        """Append tokens to the cache; return the logits after each of them."""  # [n, vocab]
-        n = len(token_ids)
-        self.make_room(state, n)
-        device = self.device
-        start = torch.tensor(state.length, device=device)
-        positions = torch.arange(state.length, state.length + n, device=device) + state.position_offset
-        ids = torch.tensor(list(token_ids), dtype=torch.long, device=device)
-        with self._forward_lock:
-            logits = self.decoder(ids, positions, start, state.slot, recorded)
-        state.length += n
-        return logits
-
-    @torch.inference_mode()
-    def extend_many(self, states: Sequence[DecodeState], blocks: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        """`extend` of several sequences in one forward (each checked by `make_room` first)."""
-        if len(states) == 1:
-            return [self.extend(states[0], blocks[0])]
-        n = max(len(block) for block in blocks)
-        for state in states:
-            self._fit(state, n)  # blocks are padded to the longest with token 0
-        device = self.device
-        ids = torch.tensor([list(b) + [0] * (n - len(b)) for b in blocks], dtype=torch.long, device=device)
-        starts = torch.tensor([state.length for state in states], device=device)  # [B]
-        offsets = torch.tensor([state.position_offset for state in states], device=device)
-        positions = (starts + offsets)[:, None] + torch.arange(n, device=device)  # [B, n]
-        with self._forward_lock:
-            logits = self.decoder.forward_batch(ids, positions, starts, tuple(s.slot for s in states))
-        for state, block in zip(states, blocks):
-            state.length += len(block)
-        return [logits[j, : len(block)] for j, block in enumerate(blocks)]
-
-    def make_room(self, state: DecodeState, n: int) -> None:
-        """Check that n more tokens fit the model's context, and grow the slot if they need it."""
-        if n == 0:
-            raise ValueError("extend needs at least one token")
-        self._check_context(state.length + state.position_offset + n)
-        self._fit(state, n)
-
-    def _fit(self, state: DecodeState, n: int) -> None:
-        if state.length + n > state.slot.max_len:
-            state.slot = self.decoder.grown(state.slot, state.length + n, state.length)
-
-    @torch.inference_mode()
-    def extend_with_video_mass(
-        self, state: DecodeState, token_ids: Sequence[int], video_keys: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`extend`, plus each new token's attention mass on the video keys (LVSpec relevance).
-
-        `video_keys` are cache positions (the prompt's video placeholders, for an unpruned
-        prefill). Returns (logits [n, vocab], mass [n]): mass i is the share of attention the
-        query at token i puts on the video, averaged over heads and layers.
-        """
-        recorded = VideoAttention(video_keys, per_query=True)
-        logits = self.extend(state, token_ids, recorded)
-        return logits, recorded.mean()
-
-    def crop(self, state: DecodeState, length: int) -> None:
-        """Forget cache entries past `length` (rejected draft tokens): the rows stay in the slot,
-        masked, until new tokens overwrite them."""
-        if length < state.prompt_length:
-            raise ValueError(f"cannot crop into the prompt ({length} < {state.prompt_length})")
-        state.length = min(state.length, length)
-
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
@@ -355,12 +312,6 @@ class VideoLLM(ABC):
         elif generation_eos:
             ids.update(generation_eos)
         return {i for i in ids if isinstance(i, int) and 0 <= i < len(self.tokenizer)}
-
-    def _check_context(self, positions_needed: int) -> None:
-        if positions_needed > self.max_positions:
-            raise TooLargeError(
-                f"context of {positions_needed} positions exceeds the model's {self.max_positions}"
-            )
 
     def _prompt_embeddings(self, prompt: VideoPrompt, video_embeddings: Optional[torch.Tensor]):
         ids = prompt.input_ids.to(self.device)

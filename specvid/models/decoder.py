@@ -23,13 +23,14 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from specvid.models.attention import VideoAttention
+from specvid.models.choice import draw, filtered_probs
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class TextDecoder(nn.Module):
         self.head_dim = int(attention.head_dim)
         self.scaling = float(attention.scaling)
         self._compiled: Optional[nn.Module] = None
+        self._compiled_draft: Optional[nn.Module] = None
+        self._draft_graphs: set[tuple[int, bool]] = set()  # (k, sampled) compiled at start-up
         # Built once (a patch made per call defines a class each time); it is thread-local.
         self._dynamo_settings = torch._dynamo.config.patch(**_DYNAMO)
 
@@ -143,7 +146,7 @@ class TextDecoder(nn.Module):
 
     # ---- compilation ------------------------------------------------------------------------
 
-    def compile(self, block: int = 6) -> float:
+    def compile(self, block: int = 6, draft_loops: Sequence[int] = (), sampled_loops: bool = False) -> float:
         """Compile the forward and warm it up on a 1-token step and on blocks; returns seconds
         (0 if compilation failed: the forward then stays eager, logged as a warning).
 
@@ -152,19 +155,30 @@ class TextDecoder(nn.Module):
         so no request pays for it; inductor's on-disk cache (`TORCHINDUCTOR_CACHE_DIR`) makes a
         second start-up much faster. On CUDA the graphs are captured as CUDA graphs (mode
         "reduce-overhead").
+
+        `draft_loops`: a draft's whole proposal of k tokens (`draft`) compiles into one graph
+        per k listed, greedy (and sampled with `sampled_loops`); each costs about as much
+        start-up as the forward's two graphs (~50 s on a 2-core CPU, seconds from the cache).
         """
         started = time.perf_counter()
         device = self.lm_head.weight.device
         mode = "reduce-overhead" if device.type == "cuda" else None
         self._compiled = torch.compile(self.eager_forward, mode=mode, fullgraph=True)
+        self._compiled_draft = torch.compile(self.draft_steps, mode=mode, fullgraph=True)
         try:
             with torch.inference_mode():
                 slot = self.new_slot(2 * SLOT_ROWS)
                 for n in (1, block):
                     ids = torch.zeros(n, dtype=torch.long, device=device)
                     self(ids, torch.arange(n, device=device), torch.tensor(0, device=device), slot)
+                for k in draft_loops:
+                    for sampling in (None, _warm_sampling(k, device)) if sampled_loops else (None,):
+                        self._draft_compiled(ids, torch.arange(block, device=device), torch.tensor(0, device=device),
+                                             slot, k, sampling)
+                        self._draft_graphs.add((k, sampling is not None))
         except Exception as e:  # e.g. no C++ compiler on the machine: decode eagerly instead
-            self._compiled = None
+            self._compiled = self._compiled_draft = None
+            self._draft_graphs.clear()
             log.warning("could not compile the decode forward (%s: %s); decoding runs eagerly, with the "
                         "same output", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             return 0.0
@@ -175,6 +189,12 @@ class TextDecoder(nn.Module):
     @property
     def compiled(self) -> bool:
         return self._compiled is not None
+
+    def has_draft_loop(self, k: int, sampled: bool, block: int) -> bool:
+        """Whether `draft` runs this proposal in one call: always when eager; compiled, for
+        the k (and mode) compiled at start-up and blocks of 2 tokens or more (one graph per k;
+        the callers re-feed a token to widen a 1-token block)."""
+        return self._compiled is None or ((k, sampled) in self._draft_graphs and block >= 2)
 
     # ---- forward ----------------------------------------------------------------------------
 
@@ -218,6 +238,56 @@ class TextDecoder(nn.Module):
         if len(slots) == 1:
             return self(token_ids[0], positions[0], starts[0], slots[0])[None]
         return self.eager_forward(token_ids, positions, starts, slots)
+
+    def draft(
+        self,
+        token_ids: torch.Tensor,  # [n] int64: the block fed first
+        positions: torch.Tensor,  # [n] int64
+        start: torch.Tensor,  # [] int64
+        slot: CacheSlot,
+        k: int,
+        sampling: Optional[tuple[torch.Tensor, ...]] = None,  # (temperature, top_k, top_p, uniforms [k])
+    ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """k draft tokens after a block, in one call (one compiled graph per k; a CUDA graph on
+        GPU): the block, then each chosen token but the last, are written to the slot.
+
+        Returns the tokens [k], the probability each had where it was chosen [k] (greedy: the
+        softmax of the logits; sampled: in the distribution drawn from), and with `sampling`
+        those distributions [k, vocab]. A draft that ends its round early (EOS, an unsure
+        token) cuts the tokens afterwards; the rows written past its end are never valid.
+        """
+        if self._compiled is None:
+            return self.draft_steps(token_ids[None], positions[None], start[None], (slot,), k, sampling)
+        if not self.has_draft_loop(k, sampling is not None, token_ids.shape[0]):
+            raise ValueError(f"no compiled draft loop for k={k} ({'sampled' if sampling else 'greedy'}) and a "
+                             f"block of {token_ids.shape[0]}: check has_draft_loop first")
+        return self._draft_compiled(token_ids, positions, start, slot, k, sampling)
+
+    def _draft_compiled(self, token_ids, positions, start, slot, k, sampling):
+        args = (token_ids[None], positions[None], start[None], (slot,), k, sampling)
+        torch._dynamo.mark_dynamic(args[0], 1)  # one graph per k for every block length of 2+
+        torch._dynamo.mark_dynamic(args[1], 1)
+        with self._dynamo_settings:
+            return self._compiled_draft(*args)
+
+    def draft_steps(self, token_ids, positions, starts, slots, k: int, sampling=None):
+        """`draft` without compilation: [1, n] block -> k tokens, as the compiled graph runs it."""
+        tokens, chosen, distributions = [], [], []
+        for step in range(k):
+            logits = self.eager_forward(token_ids, positions, starts, slots)[0, -1]  # [vocab]
+            if sampling is None:
+                token = logits.argmax()
+                chosen.append(logits.softmax(-1).max())  # the argmax's own probability
+            else:
+                temperature, top_k, top_p, uniforms = sampling
+                distribution = filtered_probs(logits[None], temperature, top_k, top_p)[0]
+                token = draw(distribution, uniforms[step])
+                chosen.append(distribution.gather(0, token.view(1))[0])
+                distributions.append(distribution)
+            tokens.append(token)
+            # The next step feeds this token, one row after the block.
+            starts, positions, token_ids = starts + token_ids.shape[1], positions[:, -1:] + 1, token.view(1, 1)
+        return torch.stack(tokens), torch.stack(chosen), torch.stack(distributions) if distributions else None
 
     def _call_compiled(self, token_ids, positions, starts, slots) -> torch.Tensor:
         if token_ids.shape[1] > 1:
@@ -273,6 +343,12 @@ class TextDecoder(nn.Module):
         probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
         recorded.add(probs)
         return probs @ values  # [heads, n, d]
+
+
+def _warm_sampling(k: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Sampling knobs and draws of the shapes a sampled draft loop takes (values do not matter)."""
+    knobs = (torch.tensor(1.0), torch.tensor(0), torch.tensor(1.0), torch.rand(k))
+    return tuple(t.to(device) for t in knobs)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

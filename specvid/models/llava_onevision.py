@@ -13,6 +13,7 @@ import torch
 
 from specvid.models.adapter import VideoLLM, VideoPrompt
 from specvid.models.pixels import normalised_frames
+from specvid.models.vision_share import tower_parameters
 
 
 class LlavaOnevisionAdapter(VideoLLM):
@@ -43,14 +44,32 @@ class LlavaOnevisionAdapter(VideoLLM):
         grid = (int(frames.shape[0]), self._grid_side, self._grid_side)
         return {"pixel_values_videos": video.to(self.dtype)}, grid, math.prod(grid) + 1
 
-    def _video_embeddings(self, vision_inputs: dict) -> torch.Tensor:
+    def _encode_video(self, vision_inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.model.config
         out = self.model.model.get_video_features(
             vision_inputs["pixel_values_videos"].to(self.device),
             vision_feature_layer=cfg.vision_feature_layer,
             vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         )
-        return out.pooler_output[0]  # [T*h*w + 1, hidden]
+        return out.pooler_output[0], self._selected(out.hidden_states)  # [T*h*w + 1, hidden], [T, patches, d]
+
+    def _selected(self, hidden_states) -> torch.Tensor:
+        """The tower layer(s) the projector reads, as transformers selects them."""
+        cfg = self.model.config
+        layers = cfg.vision_feature_layer
+        selected = (hidden_states[layers] if isinstance(layers, int)
+                    else torch.cat([hidden_states[i] for i in layers], dim=-1))
+        return selected[:, 1:] if cfg.vision_feature_select_strategy == "default" else selected
+
+    def _project(self, tower_output: torch.Tensor, vision_inputs: dict) -> torch.Tensor:
+        model = self.model.model
+        # As transformers' get_video_features goes on from the tower: project, pool, newline.
+        video = model.apply_pooling(model.multi_modal_projector(tower_output.to(self.dtype)))
+        video = video.reshape(1, tower_output.shape[0] * video.shape[1], -1)
+        return torch.cat((video, model.image_newline[None, None, :].to(video)), dim=1)[0]
+
+    def _tower(self) -> dict[str, torch.Tensor]:
+        return tower_parameters(self.model.model.vision_tower)
 
     def _prompt_text(self, prompt: str, num_placeholders: int) -> str:
         return (

@@ -40,7 +40,7 @@ def load_model(spec: Union[ModelSpec, str]) -> VideoLLM:
         column_major_linears(adapter.model.model.language_model)
         column_major_linears(adapter.model.lm_head)
     if spec.compile:
-        adapter.compile()
+        adapter.compile(spec.draft_loops, spec.sampled_draft_loops)
     return adapter
 
 

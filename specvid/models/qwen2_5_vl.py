@@ -11,9 +11,11 @@ import math
 
 import numpy as np
 import torch
+from transformers.vision_utils import get_vision_window_index
 
 from specvid.models.adapter import VideoLLM, VideoPrompt
 from specvid.models.pixels import normalised_frames
+from specvid.models.vision_share import tower_parameters
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -60,12 +62,25 @@ class Qwen2_5_VLAdapter(VideoLLM):
         }
         return inputs, grid, math.prod(grid)
 
-    def _video_embeddings(self, vision_inputs: dict) -> torch.Tensor:
+    def _encode_video(self, vision_inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model.model.get_video_features(
             vision_inputs["pixel_values_videos"].to(self.device),
             vision_inputs["video_grid_thw"].to(self.device),
         )
-        return torch.cat(out.pooler_output, dim=0)
+        # last_hidden_state: the blocks' output, in window order, before the merger.
+        return torch.cat(out.pooler_output, dim=0), out.last_hidden_state
+
+    def _project(self, tower_output: torch.Tensor, vision_inputs: dict) -> torch.Tensor:
+        visual = self.model.model.visual
+        window_index, _ = get_vision_window_index(
+            vision_inputs["video_grid_thw"].to(self.device), spatial_merge_size=visual.spatial_merge_size,
+            window_size=visual.window_size, patch_size=visual.patch_size,
+        )
+        # As the tower's own forward ends: merge, then back from window order.
+        return visual.merger(tower_output.to(visual.dtype))[torch.argsort(window_index)]
+
+    def _tower(self) -> dict[str, torch.Tensor]:
+        return tower_parameters(self.model.model.visual, skip_prefixes=("merger.",))
 
     def _prompt_text(self, prompt: str, num_placeholders: int) -> str:
         return (

@@ -187,18 +187,39 @@ def test_the_hf_peer_rows_are_transformers_generate_with_ar_s_tokens(random_mode
     target, draft = random_models[family]
     cases = zoo_cases(2, num_frames=8, size=112, directory=tmp_path)
     engine = LocalEngine(target, draft, sources=SourceConfig(local_root=str(tmp_path)))
-    methods = parse_methods("hf,hf-assisted", {"num_draft_tokens": 3})
-    assert [m.peer for m in methods] == ["hf", "hf-assisted"]
-    assert methods[1].decoding.num_draft_tokens == 3
+    methods = parse_methods("hf,hf-compiled,hf-assisted", {"num_draft_tokens": 3})
+    assert [m.peer for m in methods] == ["hf", "hf-compiled", "hf-assisted"]
+    assert methods[2].decoding.num_draft_tokens == 3
     results = run_methods(engine, methods, cases, VideoSampling(num_frames=8, width=112, height=112), 12)
     rows = {row["method"]: row for row in summarise(results)}
-    hf, assisted = rows["hf"], rows["hf-assisted"]
+    hf, compiled, assisted = rows["hf"], rows["hf-compiled"], rows["hf-assisted"]
     assert hf["identical_to_ar"] == 1.0  # the same greedy tokens, so the timings compare like for like
+    # transformers' static cache + compiled forward: the same tokens, timed after an untimed warm-up
+    assert compiled["identical_to_ar"] == 1.0 and compiled["decode_tokens_per_s"] > 0
+    assert "unavailable" not in compiled
     assert assisted["identical_to_ar"] == 1.0  # assisted generation is lossless too
     assert hf["tau"] == 0.0 and hf["decode_tokens_per_s"] > 0 and hf["prefill_ms"] > 0
     assert 0.0 <= assisted["tau"] <= 3 and assisted["num_draft_tokens"] == 3
     assert assisted["draft_prefill_ms"] is None  # transformers does not report it
     assert [len(r.token_ids) for r in results[1].runs] == [len(r.token_ids) for r in results[0].runs]
+
+
+def test_a_peer_transformers_refuses_is_a_row_that_says_why(random_models, tmp_path, monkeypatch):
+    import specvid.bench.harness as harness
+    from specvid.bench.peers import PeerUnavailableError
+
+    def refused(*args, **kwargs):
+        raise PeerUnavailableError("ValueError: static cache not supported for this model")
+
+    monkeypatch.setattr(harness, "hf_generate", refused)  # what transformers does for such a family
+    target, draft = random_models["qwen"]
+    cases = zoo_cases(1, num_frames=8, size=112, directory=tmp_path)
+    engine = LocalEngine(target, draft, sources=SourceConfig(local_root=str(tmp_path)))
+    results = run_methods(engine, parse_methods("hf-compiled", {}), cases,
+                          VideoSampling(num_frames=8, width=112, height=112), 8)
+    rows = {row["method"]: row for row in summarise(results)}
+    assert rows["hf-compiled"]["unavailable"].startswith("ValueError: static cache")
+    assert rows["ar"]["identical_to_ar"] == 1.0 and len(results[0].runs) == 1  # the engine's rows still run
 
 
 def test_a_peer_row_takes_no_knobs():

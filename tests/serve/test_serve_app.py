@@ -191,3 +191,21 @@ def test_a_bad_request_does_not_disturb_a_good_one(app, local):
     with pytest.raises(SourceNotFoundError):
         bad.result()
     assert good.result()["token_ids"] == expected.token_ids
+
+
+def test_a_draft_with_the_targets_vision_tower_takes_its_output_over_the_wire(ray_cluster, videos, local):
+    """Served, the target's tower output travels to the draft's replica: same tokens, no second
+    encoding (a draft that is the target itself has its tower)."""
+    from deployments.app import build_app
+    from tests.serve.conftest import app_args
+
+    args = app_args(videos, draft={"name": "random-qwen"})
+    handle = serve.run(build_app(args), name="shared-tower", route_prefix="/shared-tower")
+    try:
+        request = {"video": videos["uris"][2], "prompt": PROMPT, "sampling": {"max_tokens": 24},
+                   "decoding": {"method": "sd", "num_draft_tokens": 4}}
+        got = handle.generate.remote(request).result()
+        assert got["stats"]["vision_shared"] and got["stats"]["acceptance_rate"] > 0.9  # the target drafts itself
+        assert got["token_ids"] == local.generate(request).token_ids
+    finally:
+        serve.delete("shared-tower")
