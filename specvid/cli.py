@@ -190,7 +190,8 @@ def run_zoo_eval(args: argparse.Namespace) -> int:
 
     target_name, draft_name = pair_names(args.pair)
     torch.set_num_threads(os.cpu_count() or 1)
-    target, draft = (load_model(ModelSpec(name=name, compile=args.compile)) for name in (target_name, draft_name))
+    target = load_model(ModelSpec(name=target_name, compile=args.compile))
+    draft = load_model(ModelSpec(name=draft_name, compile=args.compile, draft_loops=(5, 10)))  # the card's k
     with tqdm(total=args.clips, desc=f"eval {args.pair}", unit="clip") as bar:
         figures = evaluate_pair(target, draft, eval_seeds(args.clips), progress=bar.update)
     figures = {"pair": args.pair, **figures}

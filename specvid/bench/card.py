@@ -8,7 +8,9 @@ every answer through `LocalEngine`. Reported per pair:
   or multiple choice) and per number of shapes in the clip;
 - agreement: along the target's own captions, how often the draft's greedy next token equals
   the target's, split by whether the target's token is a visual anchor or a filler;
-- cost: median decode milliseconds per token of each model, and their ratio c;
+- cost: median decode milliseconds per token of each model alone, and their ratio c; and what a
+  draft token costs inside `sd` at k = 5 (the draft's forward time per drafted token, whole
+  proposals included) over a target token, `sd_cost_ratio`;
 - the oracle: `sd` output equals `ar` output on every clip, and tau at each draft length.
 """
 
@@ -96,7 +98,7 @@ def evaluate_pair(
     by_kind: dict[str, list[bool]] = {}
     by_form: dict[str, list[bool]] = {}
     by_shapes: dict[str, list[bool]] = {}
-    ms = {"target": [], "draft": []}
+    ms = {"target": [], "draft": [], "drafted": []}
     sd_counts = {k: {"identical": 0, "accepted": 0, "rounds": 0} for k in draft_lengths}
     count = 0
     for seed in seeds:
@@ -122,6 +124,8 @@ def evaluate_pair(
             sd_counts[k]["identical"] += sd.token_ids == caption.token_ids
             sd_counts[k]["accepted"] += sd.stats.accepted
             sd_counts[k]["rounds"] += sd.stats.rounds
+            if k == SD_COST_K and sd.stats.drafted:
+                ms["drafted"].append(1e3 * sd.stats.draft_compute_s / sd.stats.drafted)
         count += 1
         progress()
     t, d = aggregate(target_scores), aggregate(draft_scores)
@@ -142,9 +146,14 @@ def evaluate_pair(
         "target_ms_per_token": target_ms,
         "draft_ms_per_token": draft_ms,
         "cost_ratio": draft_ms / target_ms if target_ms else None,
+        "sd_draft_ms_per_token": _median(ms["drafted"]),
+        "sd_cost_ratio": _median(ms["drafted"]) / target_ms if target_ms and ms["drafted"] else None,
         "sd_identical_to_ar": {str(k): c["identical"] / count for k, c in sd_counts.items()},
         "tau": {str(k): c["accepted"] / max(c["rounds"], 1) for k, c in sd_counts.items()},
     }
+
+
+SD_COST_K = 5  # the draft length whose rounds time a draft token inside `sd`
 
 
 def eval_seeds(n: int) -> range:

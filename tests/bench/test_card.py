@@ -31,3 +31,4 @@ def test_card_figures_of_a_random_pair():
     assert abs(weighted - card["target_qa_acc"]) < 1e-9
     assert card["anchor_positions"] + card["filler_positions"] > 0
     assert card["cost_ratio"] == card["draft_ms_per_token"] / card["target_ms_per_token"]
+    assert card["sd_cost_ratio"] == card["sd_draft_ms_per_token"] / card["target_ms_per_token"] > 0
