@@ -4,9 +4,10 @@ It drives a drafter and a verifier through two small async protocols (`decoding/
 the same code runs in-process workers and remote replicas. Autoregressive decoding (`ar`) is the
 same loop with no draft: every round verifies zero tokens and emits the target's next one.
 
-Before the rounds the target prefills (for SpecVLM it also scores every video token) and the
-draft prefills with the video tokens `decoding/prune.py` keeps. For LVSpec the target learns the
-loose rule at prefill and applies it in every verify; the loop is unchanged.
+Before the rounds both workers prefill: the draft after the target where it needs the target's
+result (SpecVLM keeps the video tokens the target's attention scores, `decoding/prune.py`; a
+draft with the target's vision tower takes its output), else both at once. For LVSpec the target
+learns the loose rule at prefill and applies it in every verify; the loop is unchanged.
 
 One round:
     propose  the draft continues the committed tokens with k guesses
@@ -26,7 +27,7 @@ from typing import AsyncIterator, Optional, Union
 from specvid.config import DecodingConfig
 from specvid.decoding.ahead import DraftAhead
 from specvid.decoding.session import LooseVerification, PrefillRequest
-from specvid.decoding.sides import Drafter, DraftSide, NoDraft, TargetSide, Verifier, stop_tokens
+from specvid.decoding.sides import Drafter, DraftSide, NoDraft, TargetSide, Verifier, open_sessions, stop_tokens
 from specvid.decoding.stats import SpecStats
 
 __all__ = ["Drafter", "Verifier", "decode"]
@@ -50,8 +51,7 @@ async def decode(
     max_tokens = request.sampling.max_tokens
     try:
         started = time.perf_counter()
-        prefill = await target.prefill()
-        await draft.prefill(prefill)
+        prefill = await open_sessions(target, draft)
         stats.prefill_s = time.perf_counter() - started
         stops = stop_tokens(request, prefill)
         decode_started = time.perf_counter()

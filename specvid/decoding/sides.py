@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Optional, Protocol, Sequence
+from typing import Optional, Protocol, Sequence, Union
 
 from specvid.config import DecodingConfig
 from specvid.decoding.accept import Verdict
@@ -100,7 +100,12 @@ class TargetSide:
 class NoDraft:
     """The draft side of plain autoregressive decoding: every round proposes nothing."""
 
-    async def prefill(self, target: PrefillResult) -> None:
+    needs_target = False
+
+    async def prefill(self, target: Optional[PrefillResult]) -> None:
+        pass
+
+    def started(self, target: PrefillResult) -> None:
         pass
 
     async def propose(self, generated: list[int], k: int) -> Proposal:
@@ -122,14 +127,24 @@ class DraftSide:
         self.tower: Optional[TowerFeatures] = None  # the target's vision tower output, if shared
         self._restoring: Optional[asyncio.Task] = None  # re-prefilling a lost session
 
-    async def prefill(self, target: PrefillResult) -> None:
-        """Open the draft's session once the target's is open (SpecVLM prunes by its scores)."""
+    @property
+    def needs_target(self) -> bool:
+        """Whether the draft's prefill needs the target's: SpecVLM prunes by its scores, a shared
+        vision tower hands over its output. Otherwise both prefill at the same time."""
+        return self.config.prunes_video or self.request.share_vision
+
+    async def prefill(self, target: Optional[PrefillResult]) -> None:
+        """Open the draft's session (after the target's, given its result, if `needs_target`)."""
         started = time.perf_counter()
-        self.keep, self.tower = draft_keep(target, self.config), target.tower_features
+        if target is not None:
+            self.keep, self.tower = draft_keep(target, self.config), target.tower_features
         self.stats.prune_s = time.perf_counter() - started
         self.stats.vision_shared = self.tower is not None
         self.stats.draft_context_tokens = await self._prefill()
         self.stats.draft_prefill_s = time.perf_counter() - started - self.stats.prune_s
+
+    def started(self, target: PrefillResult) -> None:
+        """Both sessions are open: what the rounds need from the target's prefill."""
         self.stats.draft_video_tokens = target.video_tokens if self.keep is None else int(self.keep.indices.numel())
         self.stop_tokens = stop_tokens(self.request, target)
 
@@ -178,6 +193,22 @@ class DraftSide:
 
     async def _prefill(self) -> int:
         return await self.drafter.prefill(self.request, self.keep, self.tower)
+
+
+async def open_sessions(target: TargetSide, draft: Union[DraftSide, NoDraft]) -> PrefillResult:
+    """Prefill both workers: the draft after the target where it needs the target's result,
+    else both at once (on two replicas they overlap). Both calls finish before an error of
+    either is raised, so no session opens after the loop has released them."""
+    if draft.needs_target:
+        result = await target.prefill()
+        await draft.prefill(result)
+    else:
+        result, drafted = await asyncio.gather(target.prefill(), draft.prefill(None), return_exceptions=True)
+        for outcome in (result, drafted):
+            if isinstance(outcome, BaseException):
+                raise outcome
+    draft.started(result)
+    return result
 
 
 def draft_keep(prefill: PrefillResult, config: DecodingConfig) -> Optional[VideoKeep]:
