@@ -178,7 +178,10 @@ class _Round:
         params = self.session.sampling
         if params.greedy:
             token = int(torch.argmax(logits))
-            return self.add(token, float(torch.softmax(logits.float(), -1)[token]), None, eos)
+            # Its probability matters only to the adaptive-length stop: not computed without it.
+            sure = self.session.draft_confidence <= 0.0
+            probability = 1.0 if sure else float(torch.softmax(logits.float(), -1)[token])
+            return self.add(token, probability, None, eos)
         distribution = logits_to_probs(logits[None], params)[0]
         token = int(draw(distribution, self.uniforms[len(self.tokens)]))
         return self.add(token, float(distribution[token]), distribution, eos)

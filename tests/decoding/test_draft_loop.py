@@ -79,13 +79,13 @@ def test_a_proposal_in_one_call_stops_at_eos_mid_round(family):
 
 def test_the_compiled_draft_loop_equals_the_eager_step_path():
     """One graph per k, greedy and sampled, compiled at load: same proposals as eager steps."""
-    spec = ModelSpec(name="random-qwen-draft", compile=True, draft_loops=(3,), sampled_draft_loops=True)
+    spec = ModelSpec(name="random-qwen-draft", compile=True, draft_loops=(2,), sampled_draft_loops=True)
     compiled = load_model(spec)
-    assert compiled.decoder.has_draft_loop(3, False, 2) and compiled.decoder.has_draft_loop(3, True, 2)
-    assert not compiled.decoder.has_draft_loop(4, False, 2)  # other k run step by step
+    assert compiled.decoder.has_draft_loop(2, False, 2) and compiled.decoder.has_draft_loop(2, True, 2)
+    assert not compiled.decoder.has_draft_loop(3, False, 2)  # other k run step by step
     for mode in ("greedy", "sampled"):
         sampling, _ = MODES[mode]
         request = PrefillRequest("r", random_frames(3), 4.0, "What moves?", sampling)
-        a = rounds(DraftWorker(compiled), request, k=3)
-        b = rounds(DraftWorker(stepwise(load_model("random-qwen-draft"))), request, k=3)
+        a = rounds(DraftWorker(compiled), request, k=2)
+        b = rounds(DraftWorker(stepwise(load_model("random-qwen-draft"))), request, k=2)
         same(a, b)
