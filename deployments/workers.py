@@ -74,19 +74,7 @@ class WorkerActor(GraphSide):
     graph a router may claim (`GraphSide`; the actor's `run_many` is its batched round method)."""
 
     def __init__(self):
-        self._use_reserved_cpus()
-
-    @staticmethod
-    def _use_reserved_cpus() -> None:
-        """Intra-op threads for this actor's forwards: as many as the CPUs it reserved (at least 1).
-
-        Left alone, every actor's torch starts a thread per core of the node, and the draft,
-        target and router processes of one machine then fight over the same cores (measured
-        slower)."""
-        import torch
-
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-        torch.set_num_threads(max(1, int(cpus)))
+        _use_reserved_cpus()
 
     async def ready(self) -> bool:
         return True
@@ -122,7 +110,7 @@ class DraftActor(WorkerActor):
         self.worker.release(request_id)
 
     async def describe(self) -> dict:
-        return TargetHost.describe_worker(self.worker)
+        return _describe(self.worker)
 
 
 class TargetHost:
@@ -133,13 +121,7 @@ class TargetHost:
         self.worker = worker
 
     def describe(self) -> dict:
-        return self.describe_worker(self.worker)
-
-    @staticmethod
-    def describe_worker(worker) -> dict:
-        model = worker.model
-        return {"name": model.name, "family": model.family, "tokenizer": model.tokenizer, "tp_size": _world_size(),
-                "vision_tower": model.tower_fingerprint}
+        return _describe(self.worker)
 
     def frame_size(self, width: int, height: int) -> tuple[int, int]:
         return self.worker.model.frame_size(width, height)
@@ -155,7 +137,7 @@ class TargetRank:
     """One rank of a target's tensor-parallel group: a full `TargetWorker` over a shard."""
 
     def __init__(self, args: TargetServerArgs, rank: int, master_addr: str, master_port: int):
-        WorkerActor._use_reserved_cpus()
+        _use_reserved_cpus()
         spec = args.model
         os.environ.update(rank_environment(rank, args.tp_size, master_addr, master_port))
         os.environ.setdefault("DS_ACCELERATOR", "cpu" if spec.device == "cpu" else "cuda")
@@ -276,6 +258,24 @@ class TargetServer:
         """Serve calls this periodically; a dead actor or rank makes the replica unhealthy, so
         Serve replaces it (and its group) instead of routing to a broken one."""
         await self.actor.ready.remote()
+
+
+def _use_reserved_cpus() -> None:
+    """Intra-op threads for this actor's forwards: as many as the CPUs it reserved (at least 1).
+
+    Left alone, every actor's torch starts a thread per core of the node, and the draft, target
+    and router processes of one machine then fight over the same cores (measured slower)."""
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def _describe(worker) -> dict:
+    """What a worker's model is, for the router: name, family, tokenizer, TP size, tower digest."""
+    model = worker.model
+    return {"name": model.name, "family": model.family, "tokenizer": model.tokenizer, "tp_size": _world_size(),
+            "vision_tower": model.tower_fingerprint}
 
 
 def _world_size() -> int:

@@ -137,7 +137,8 @@ def engine_from_args(args: argparse.Namespace, uses_draft: bool, local_root: str
 
     # A command-line user may read any of their own files; servers set a narrower root.
     sources = SourceConfig(local_root=local_root, s3_endpoint_url=getattr(args, "s3_endpoint", None))
-    lengths = tuple(sorted(set(draft_lengths) | {getattr(args, "num_draft_tokens", 5)}))
+    default_k = DecodingConfig.model_fields["num_draft_tokens"].default
+    lengths = tuple(sorted(set(draft_lengths) | {getattr(args, "num_draft_tokens", default_k)}))
     sampled = getattr(args, "temperature", 0.0) > 0
     draft = spec(args.draft, draft_loops=lengths, sampled_draft_loops=sampled) if uses_draft else None
     return LocalEngine.from_specs(spec(args.target), draft, sources=sources)

@@ -116,7 +116,8 @@ class InProcessVerifier:
 
     def __init__(self, worker: TargetWorker, max_batch: int, in_flight: Callable[[], int]):
         self.worker = worker
-        self._verify = _Batched(_now(worker.verify_many), max_batch, in_flight)
+        forward = _Forwards()  # on the event loop: in process the forward is the work
+        self._verify = _Batched(lambda calls: forward(worker.verify_many, calls), max_batch, in_flight)
 
     @property
     def batch_sizes(self) -> Counter:
@@ -131,13 +132,6 @@ class InProcessVerifier:
 
     async def release(self, request_id: str) -> None:
         self.worker.release(request_id)
-
-
-def _now(method: Callable) -> Callable:
-    """`method` as a coroutine function that runs it on the event loop."""
-    async def run(*args):
-        return method(*args)
-    return run
 
 
 class LocalEngine:

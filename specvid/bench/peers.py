@@ -91,8 +91,9 @@ def hf_generate(
 def _compiled_forward(module: torch.nn.Module) -> Iterator[None]:
     """`module.forward` under `torch.compile` while open, as transformers' docs set it up; the
     compiled forward is reused by later calls on the same model."""
-    forward = _COMPILED_FORWARDS.setdefault(id(module), torch.compile(module.forward))
-    module.forward = forward
+    if id(module) not in _COMPILED_FORWARDS:
+        _COMPILED_FORWARDS[id(module)] = torch.compile(module.forward)
+    module.forward = _COMPILED_FORWARDS[id(module)]
     try:
         yield
     finally:

@@ -62,8 +62,10 @@ class _Ahead:
 class DraftAhead(DraftSide):
     """A draft side whose every proposal starts drafting the round after it."""
 
-    _ahead: Optional[_Ahead] = None
-    _verified: list[int] = []  # what the target verified in the last round
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._ahead: Optional[_Ahead] = None
+        self._verified: list[int] = []  # what the target verified in the last round
 
     async def _proposal(self, generated: list[int], k: int) -> Proposal:
         ahead, self._ahead = self._ahead, None

@@ -43,10 +43,7 @@ class SlotDecoding:
         """Append tokens to the cache; return the logits after each of them."""  # [n, vocab]
         n = len(token_ids)
         self.make_room(state, n)
-        device = self.device
-        start = torch.tensor(state.length, device=device)
-        positions = torch.arange(state.length, state.length + n, device=device) + state.position_offset
-        ids = torch.tensor(list(token_ids), dtype=torch.long, device=device)
+        ids, positions, start = self._block_inputs(state, token_ids)
         with self._forward_lock:
             logits = self.decoder(ids, positions, start, state.slot, recorded)
         state.length += n
@@ -80,14 +77,18 @@ class SlotDecoding:
         The cache then holds `block` and the first k - 1 tokens."""
         n = len(block)
         self.make_room(state, n + k - 1)
-        device = self.device
-        start = torch.tensor(state.length, device=device)
-        positions = torch.arange(state.length, state.length + n, device=device) + state.position_offset
-        ids = torch.tensor(list(block), dtype=torch.long, device=device)
+        ids, positions, start = self._block_inputs(state, block)
         with self._forward_lock:
             tokens, chosen, distributions = self.decoder.draft(ids, positions, start, state.slot, k, sampling)
         state.length += n + k - 1
         return tokens.tolist(), chosen.cpu(), None if distributions is None else distributions.cpu()
+
+    def _block_inputs(self, state: DecodeState, block: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """A block's token ids [n], rotary positions [n] and first cache row [] after `state`."""
+        device = self.device
+        ids = torch.tensor(list(block), dtype=torch.long, device=device)
+        positions = torch.arange(state.length, state.length + len(block), device=device) + state.position_offset
+        return ids, positions, torch.tensor(state.length, device=device)
 
     def make_room(self, state: DecodeState, n: int) -> None:
         """Check that n more tokens fit the model's context, and grow the slot if they need it."""
