@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from ray.serve import Application
 
-from deployments.args import AppArgs, DraftServerArgs, TargetServerArgs
+from deployments.args import AppArgs, DraftServerArgs, EngineServerArgs, TargetServerArgs
+from deployments.colocated import EngineServer
 from deployments.router import Router
 from deployments.workers import DraftServer, TargetServer
 from specvid.config import parse
@@ -21,6 +22,13 @@ from specvid.config import parse
 def build_app(args: dict) -> Application:
     args = parse(AppArgs, args)
     logs = _logging(args)
+    if args.colocate:  # one engine process per replica: draft, target and the decode loop
+        engine = EngineServer.options(num_replicas=args.target_replicas, logging_config=logs).bind(
+            EngineServerArgs.of(args)
+        )
+        return Router.options(logging_config=logs, max_ongoing_requests=_router_capacity(args)).bind(
+            args.model_dump(), engine
+        )
     target = TargetServer.options(
         num_replicas=args.target_replicas, logging_config=logs, **_group_options(args)
     ).bind(TargetServerArgs.of(args))

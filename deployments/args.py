@@ -64,6 +64,13 @@ class AppArgs(_Strict):
         "call's overhead, one router per worker actor, but their channel readers spin on a core each while "
         "they wait, idle or not (docs/serving.md). For nodes with cores to spare; false: plain actor calls.",
     )
+    colocate: bool = Field(
+        False,
+        description="Run draft, target and the decode loop in one engine process per replica, the router "
+        "relaying its tokens: a request costs one call instead of two remote calls per round (docs/serving.md "
+        "measures both). Needs tp_size 1; its process reserves rank_resources plus draft_resources. false: "
+        "a draft replica and a target replica (or TP group), the loop in the router.",
+    )
     draft_timeout_s: float = Field(
         1.0,
         gt=0,
@@ -105,6 +112,8 @@ class AppArgs(_Strict):
         if self.max_sessions < self.admission.max_active:
             raise ValueError(f"max_sessions ({self.max_sessions}) must be at least admission.max_active "
                              f"({self.admission.max_active}): every decoding request holds a session")
+        if self.colocate and self.tp_size > 1:
+            raise ValueError("colocate runs the target in one process: it needs tp_size 1")
         if self.tp_size > 1 and self.target.compile:
             raise ValueError("target.compile is not supported with tp_size > 1 yet (a sharded forward "
                              "all-reduces inside the graph); set target.compile: false")
@@ -140,3 +149,25 @@ class TargetServerArgs(_Strict):
     def of(cls, app: AppArgs) -> "TargetServerArgs":
         return cls(model=app.target, tp_size=app.tp_size, max_sessions=app.max_sessions, batching=app.batching,
                    rank_resources=app.rank_resources)
+
+
+class EngineServerArgs(_Strict):
+    """What an `EngineServer` replica (a colocated engine: draft, target and loop) is built from."""
+
+    target: ModelSpec = Field(description="The target model.")
+    draft: Optional[ModelSpec] = Field(None, description="The draft model; None serves only 'ar'.")
+    max_sessions: int = Field(64, ge=1, description="Sessions each model keeps (LRU) before evicting.")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="How rounds are batched.")
+    draft_ahead: bool = Field(False, description="Draft-ahead rounds unless a request says otherwise.")
+    resources: ReplicaResources = Field(default_factory=ReplicaResources, description="Reserved by the engine.")
+    sources: SourceConfig = Field(default_factory=SourceConfig)
+    video_limits: VideoLimits = Field(default_factory=VideoLimits)
+    limits: Limits = Field(default_factory=Limits)
+
+    @classmethod
+    def of(cls, app: AppArgs) -> "EngineServerArgs":
+        resources = ReplicaResources(num_cpus=app.rank_resources.num_cpus + app.draft_resources.num_cpus,
+                                     num_gpus=app.rank_resources.num_gpus + app.draft_resources.num_gpus)
+        return cls(target=app.target, draft=app.draft, max_sessions=app.max_sessions, batching=app.batching,
+                   draft_ahead=app.draft_ahead, resources=resources, sources=app.sources,
+                   video_limits=app.video_limits, limits=app.limits)

@@ -35,6 +35,7 @@ from deployments.openai_api import (
 from deployments.remote import RemoteDrafter, RemoteVerifier
 from specvid.admission import AdmissionGate
 from specvid.config import GenerationRequest, parse
+from specvid.decoding.draft_length import DraftLengths
 from specvid.decoding.stats import SpecStats
 from specvid.errors import (
     ModelLoadError,
@@ -92,6 +93,8 @@ class Router:
         self._frame_sizes: dict[tuple[int, int], tuple[int, int]] = {}
         # Compiled graphs to the worker actors this replica's requests reach (`deployments/graphs.py`).
         self.links = Links(self.args.batching.max_batch_size, enabled=self.args.compiled_graphs)
+        # Every round's k for the requests this replica decodes (`specvid/decoding/draft_length.py`).
+        self.draft_lengths = DraftLengths()
 
     def __del__(self):
         self.links.close()  # Serve calls this when the replica shuts down

@@ -74,7 +74,7 @@ class WorkerActor(GraphSide):
     graph a router may claim (`GraphSide`; the actor's `run_many` is its batched round method)."""
 
     def __init__(self):
-        _use_reserved_cpus()
+        use_reserved_cpus()
 
     async def ready(self) -> bool:
         return True
@@ -110,7 +110,7 @@ class DraftActor(WorkerActor):
         self.worker.release(request_id)
 
     async def describe(self) -> dict:
-        return _describe(self.worker)
+        return worker_facts(self.worker.model)
 
 
 class TargetHost:
@@ -121,7 +121,7 @@ class TargetHost:
         self.worker = worker
 
     def describe(self) -> dict:
-        return _describe(self.worker)
+        return worker_facts(self.worker.model)
 
     def frame_size(self, width: int, height: int) -> tuple[int, int]:
         return self.worker.model.frame_size(width, height)
@@ -137,7 +137,7 @@ class TargetRank:
     """One rank of a target's tensor-parallel group: a full `TargetWorker` over a shard."""
 
     def __init__(self, args: TargetServerArgs, rank: int, master_addr: str, master_port: int):
-        _use_reserved_cpus()
+        use_reserved_cpus()
         spec = args.model
         os.environ.update(rank_environment(rank, args.tp_size, master_addr, master_port))
         os.environ.setdefault("DS_ACCELERATOR", "cpu" if spec.device == "cpu" else "cuda")
@@ -260,7 +260,7 @@ class TargetServer:
         await self.actor.ready.remote()
 
 
-def _use_reserved_cpus() -> None:
+def use_reserved_cpus() -> None:
     """Intra-op threads for this actor's forwards: as many as the CPUs it reserved (at least 1).
 
     Left alone, every actor's torch starts a thread per core of the node, and the draft, target
@@ -271,9 +271,8 @@ def _use_reserved_cpus() -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-def _describe(worker) -> dict:
+def worker_facts(model) -> dict:
     """What a worker's model is, for the router: name, family, tokenizer, TP size, tower digest."""
-    model = worker.model
     return {"name": model.name, "family": model.family, "tokenizer": model.tokenizer, "tp_size": _world_size(),
             "vision_tower": model.tower_fingerprint}
 

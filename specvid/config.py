@@ -158,7 +158,18 @@ class DecodingConfig(_Strict):
         "draft, loose verification; 'lvspec+specvlm': pruned draft, loose verification.",
     )
     num_draft_tokens: int = Field(
-        5, ge=1, le=64, description="Draft tokens proposed per round (k); the most, with draft_confidence."
+        5,
+        ge=1,
+        le=64,
+        description="Draft tokens per round (k): the most a round proposes ('adaptive' draft_length, "
+        "draft_confidence), or every round's ('fixed').",
+    )
+    draft_length: Literal["adaptive", "fixed"] = Field(
+        "adaptive",
+        description="'adaptive': the engine picks each round's k, 0 (plain decoding) to num_draft_tokens, "
+        "for the requests decoding at once, from the acceptance and forward costs it measures "
+        "(docs/decoding.md): speculation where it pays, none where a full batch makes it cost. 'fixed': "
+        "every round drafts num_draft_tokens (pins k). Output is the same either way.",
     )
     draft_confidence: float = Field(
         0.0,

@@ -25,6 +25,7 @@ from specvid.config import (
 from specvid.decoding.accept import Verdict
 from specvid.decoding.batching import Batcher
 from specvid.decoding.draft import DraftWorker
+from specvid.decoding.draft_length import DraftLengths
 from specvid.decoding.session import Commit, PrefillRequest, PrefillResult, Proposal, VideoKeep, returned
 from specvid.decoding.sides import Drafter, Verifier
 from specvid.decoding.stats import SpecStats
@@ -169,6 +170,7 @@ class LocalEngine:
         self._drafter = (InProcessDrafter(self.draft_worker, max_batch, in_flight, thread)
                          if self.draft_worker is not None else None)
         self._verifier = InProcessVerifier(self.target_worker, max_batch, in_flight)
+        self.draft_lengths = DraftLengths()  # every round's k, for the requests decoding at once
 
     @classmethod
     def from_specs(

@@ -25,6 +25,7 @@ from specvid.config import (
     VideoLimits,
     VideoSampling,
 )
+from specvid.decoding.draft_length import DraftLengths
 from specvid.decoding.loop import Drafter, Verifier, decode
 from specvid.decoding.session import PrefillRequest
 from specvid.decoding.stats import SpecStats
@@ -76,6 +77,7 @@ class Transport(Protocol):
     video_limits: VideoLimits
     has_draft: bool
     draft_ahead: bool  # draft-ahead rounds unless a request says otherwise (`DecodingConfig.draft_ahead`)
+    draft_lengths: DraftLengths  # chooses every round's k for the requests decoding here
 
     async def vision_shared(self) -> bool:
         """Whether draft and target have the same vision tower (`models/vision_share.py`)."""
@@ -164,7 +166,7 @@ async def run_request(
         request = request.model_copy(update={"decoding": decoding})
     drafter, verifier = transport.workers(request_id, video, request.decoding.uses_draft)
     chunks = stream_request(drafter, verifier, request, video, stats, decode_text, request_id,
-                            await transport.vision_shared())
+                            await transport.vision_shared(), transport.draft_lengths)
     try:
         async for chunk in chunks:
             yield chunk
@@ -181,9 +183,10 @@ async def stream_request(
     decode_text: Callable[[list[int]], str],
     request_id: str,
     shares_vision: bool = False,
+    lengths: Optional[DraftLengths] = None,
 ) -> AsyncIterator[StreamChunk]:
     """The decode rounds of one request as text chunks; `shares_vision`: the draft takes the
-    target's vision tower output."""
+    target's vision tower output; `lengths`: the transport's draft-length chooser."""
     prefill = PrefillRequest(
         request_id=request_id,
         frames=video.frames,
@@ -193,7 +196,7 @@ async def stream_request(
         share_vision=shares_vision and request.decoding.uses_draft,
     )
     detok = IncrementalDetokenizer(decode_text)
-    steps = decode(drafter, verifier, prefill, request.decoding, stats)
+    steps = decode(drafter, verifier, prefill, request.decoding, stats, lengths)
     try:
         async for tokens in steps:
             yield StreamChunk(tokens, detok.add(tokens))

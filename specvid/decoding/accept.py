@@ -45,6 +45,7 @@ class Verdict:
     # (absolute position, target's token) at each loosely accepted position, for later rescues
     wishes: tuple[tuple[int, int], ...] = field(default=())
     compute_s: float = 0.0  # the target's time for the batch that verified it (set by the worker)
+    batch: tuple[int, int] = (0, 0)  # that batch's (requests, longest block of tokens)
 
 
 def greedy_accept(

@@ -76,14 +76,15 @@ class DraftAhead(DraftSide):
             await ahead.discard()
         if proposal is None:
             proposal = await super()._proposal(generated, k)
-        self._ahead = self._draft_after(generated, proposal)
+        self._ahead = self._draft_after(generated, proposal, k)
         return proposal
 
-    def _draft_after(self, generated: list[int], proposal: Proposal) -> Optional[_Ahead]:
-        """Start drafting the round after `proposal`, taken as accepted, if one can follow it."""
+    def _draft_after(self, generated: list[int], proposal: Proposal, k: int) -> Optional[_Ahead]:
+        """Start drafting the round after `proposal`, taken as accepted, if one can follow it
+        (with this round's draft length `k`)."""
         max_tokens = self.request.sampling.max_tokens
         # After a full accept, the next round drafts this many tokens behind a guessed one.
-        next_k = min(self.config.num_draft_tokens, max_tokens - len(generated) - len(proposal.tokens) - 2)
+        next_k = min(k, max_tokens - len(generated) - len(proposal.tokens) - 2)
         if not proposal.tokens or next_k <= 0 or proposal.tokens[-1] in self.stop_tokens:
             return None
         commit = dataclasses.replace(self.peer.commit(generated), assumed=proposal.tokens)

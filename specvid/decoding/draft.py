@@ -69,6 +69,7 @@ class DraftWorker(Worker):
                 continue
             ahead = (len(session.committed), commit.assumed) if commit.assumed else None
             drafting.append((_Round(i, session, k, ahead), block))
+        shape = (len(drafting), max((r.k for r, _ in drafting), default=0))
         whole = self._whole_block(*drafting[0]) if len(drafting) == 1 else None
         if whole is not None:
             (r, _), drafting = drafting[0], []
@@ -88,7 +89,7 @@ class DraftWorker(Worker):
                 else:
                     results[r.index] = r.proposal()
             drafting = going
-        return stamped(results, time.perf_counter() - started)
+        return stamped(results, time.perf_counter() - started, shape)
 
     def _whole_block(self, r: "_Round", block: list[int]) -> Optional[list[int]]:
         """The block a round feeds when drafted in one call, or None if the decode forward has no

@@ -26,7 +26,9 @@ from typing import AsyncIterator, Optional, Union
 
 from specvid.config import DecodingConfig
 from specvid.decoding.ahead import DraftAhead
-from specvid.decoding.session import LooseVerification, PrefillRequest
+from specvid.decoding.accept import Verdict
+from specvid.decoding.draft_length import DraftLengths
+from specvid.decoding.session import LooseVerification, PrefillRequest, Proposal
 from specvid.decoding.sides import Drafter, DraftSide, NoDraft, TargetSide, Verifier, open_sessions, stop_tokens
 from specvid.decoding.stats import SpecStats
 
@@ -39,15 +41,18 @@ async def decode(
     request: PrefillRequest,
     config: DecodingConfig,
     stats: SpecStats,
+    lengths: Optional[DraftLengths] = None,
 ) -> AsyncIterator[list[int]]:
     """Yield the tokens each round emits, until a stop token (not emitted) or max_tokens.
 
     Both sessions are released however the loop ends, the consumer closing the generator early
-    (a client went away) included. A drafter is given whenever the method uses one.
+    (a client went away) included. A drafter is given whenever the method uses one. `lengths`:
+    the engine's draft-length chooser, shared by its requests (a private one if not given).
     """
     request = dataclasses.replace(request, score_video=config.prunes_video, loose=LooseVerification.of(config),
                                   draft_confidence=config.draft_confidence)
-    target, draft = TargetSide(verifier, request, stats), _draft_side(drafter, request, config, stats)
+    lengths = DraftLengths() if lengths is None else lengths
+    target, draft = TargetSide(verifier, request, stats), _draft_side(drafter, request, config, stats, lengths)
     max_tokens = request.sampling.max_tokens
     try:
         started = time.perf_counter()
@@ -57,35 +62,60 @@ async def decode(
         decode_started = time.perf_counter()
         generated: list[int] = []
         pending = [prefill.first_token]
-        while True:
-            # Emit: the round's tokens, cut at the first stop token or at the token budget.
-            emit, done = _truncate(pending, stops, max_tokens - len(generated))
-            generated.extend(pending)
-            stats.record_emitted(len(emit), time.perf_counter() - decode_started)
-            if emit:
-                yield emit
-            if done:
-                return
-            # Propose: k draft tokens; a round emits at most k + 1, so k stays within the budget.
-            k = min(config.num_draft_tokens, max_tokens - len(generated) - 1)
-            proposal = await draft.propose(generated, k)
-            # Verify: one target forward over the pending token and the k drafts.
-            verdict = await target.verify(generated, proposal)
-            stats.record_round(len(proposal.tokens), verdict.num_accepted, verdict.loose, verdict.rescued)
-            # The accepted drafts and the target's own next token are the next round's output.
-            pending = list(proposal.tokens[: verdict.num_accepted]) + [verdict.next_token]
-            await draft.settle(pending)
+        last_verdict: Optional[float] = None
+        with lengths.decoding_request():
+            while True:
+                # Emit: the round's tokens, cut at the first stop token or at the token budget.
+                emit, done = _truncate(pending, stops, max_tokens - len(generated))
+                generated.extend(pending)
+                stats.record_emitted(len(emit), time.perf_counter() - decode_started)
+                if emit:
+                    yield emit
+                if done:
+                    return
+                # Propose: k draft tokens (a round emits at most k + 1, within the budget), k
+                # chosen for the requests decoding now unless the request pins it.
+                k = _draft_length(config, lengths, max_tokens - len(generated) - 1)
+                proposal = await draft.propose(generated, k)
+                # Verify: one target forward over the pending token and the k drafts.
+                verdict = await target.verify(generated, proposal)
+                stats.record_round(len(proposal.tokens), verdict.num_accepted, verdict.loose, verdict.rescued, k)
+                # A round's time runs verdict to verdict (the first round's start is not one).
+                now = time.perf_counter()
+                _measure(lengths, config, proposal, verdict, None if last_verdict is None else now - last_verdict)
+                last_verdict = now
+                # The accepted drafts and the target's own next token are the next round's output.
+                pending = list(proposal.tokens[: verdict.num_accepted]) + [verdict.next_token]
+                await draft.settle(pending)
     finally:
         await draft.close()
         await target.close()
 
 
+def _draft_length(config: DecodingConfig, lengths: DraftLengths, budget: int) -> int:
+    """This round's k: none for `ar`, the pinned k for a 'fixed' draft length, else the chooser's."""
+    cap = min(config.num_draft_tokens, budget) if config.uses_draft else 0
+    if config.draft_length == "fixed":
+        return cap
+    return lengths.choose(config.method, cap)
+
+
+def _measure(lengths: DraftLengths, config: DecodingConfig, proposal: Proposal, verdict: Verdict,
+             round_s: Optional[float]) -> None:
+    """What the round tells the chooser: the two batched forwards' costs, the acceptance, and
+    the round's time (verdict to verdict) outside the forwards."""
+    lengths.record_forward("draft", *proposal.batch, proposal.compute_s)
+    lengths.record_forward("verify", *verdict.batch, verdict.compute_s)
+    lengths.record_round(config.method, len(proposal.tokens), verdict.num_accepted, round_s,
+                         proposal.compute_s + verdict.compute_s, drafting=bool(proposal.tokens))
+
+
 def _draft_side(drafter: Optional[Drafter], request: PrefillRequest, config: DecodingConfig,
-                stats: SpecStats) -> Union[NoDraft, DraftSide]:
+                stats: SpecStats, lengths: DraftLengths) -> Union[NoDraft, DraftSide]:
     if not config.uses_draft:
         return NoDraft()
     side = DraftAhead if config.draft_ahead else DraftSide
-    return side(drafter, request, config, stats)
+    return side(drafter, request, config, stats, lengths)
 
 
 def _truncate(tokens: list[int], stops: frozenset[int], budget: int) -> tuple[list[int], bool]:

@@ -96,10 +96,12 @@ class Proposal:
     tokens: tuple[int, ...]  # [k]
     probs: Optional[torch.Tensor] = None  # [k, vocab]; only when sampling
     compute_s: float = 0.0  # the draft's forward time for the batch that drafted it
+    batch: tuple[int, int] = (0, 0)  # that batch's (requests, most draft steps)
 
     def after(self, first: int) -> "Proposal":
         """The proposal without its first `first` tokens."""
-        return Proposal(self.tokens[first:], None if self.probs is None else self.probs[first:], self.compute_s)
+        probs = None if self.probs is None else self.probs[first:]
+        return dataclasses.replace(self, tokens=self.tokens[first:], probs=probs)
 
     @staticmethod
     def empty() -> "Proposal":
@@ -209,9 +211,11 @@ class Worker:
         return logits  # per session [len(block), vocab]
 
 
-def stamped(results: list, compute_s: float) -> list:
-    """A batched call's answers, each stamped with the batch's compute time (errors as they are)."""
-    return [r if isinstance(r, BaseException) else dataclasses.replace(r, compute_s=compute_s) for r in results]
+def stamped(results: list, compute_s: float, batch: tuple[int, int]) -> list:
+    """A batched call's answers, each stamped with the batch's compute time and shape (requests,
+    width), errors as they are."""
+    return [r if isinstance(r, BaseException) else dataclasses.replace(r, compute_s=compute_s, batch=batch)
+            for r in results]
 
 
 def returned(result):

@@ -7,7 +7,9 @@ worker lives here, one object per side:
   re-prefilled and the committed tokens replayed before the round goes on.
 - `DraftSide`: the drafter's session. A lost draft session is restored in the background while
   the target decodes alone (rounds of k = 0), so losing the draft costs speed for a moment,
-  never a stall, and never changes a token. `NoDraft` is the side of plain decoding (`ar`).
+  never a stall, and never changes a token. A request that begins where the load makes every
+  round draft nothing (adaptive draft length) opens its draft session the same way, once a
+  round chooses to draft. `NoDraft` is the side of plain decoding (`ar`).
 - `decoding/ahead.py`'s `DraftAhead`: a `DraftSide` that drafts the next round while the
   target verifies this one (off by default).
 
@@ -24,6 +26,7 @@ from typing import Optional, Protocol, Sequence, Union
 
 from specvid.config import DecodingConfig
 from specvid.decoding.accept import Verdict
+from specvid.decoding.draft_length import DraftLengths
 from specvid.decoding.prune import select_video_tokens
 from specvid.decoding.session import Commit, PrefillRequest, PrefillResult, Proposal, VideoKeep
 from specvid.decoding.stats import SpecStats
@@ -119,13 +122,16 @@ class NoDraft:
 
 
 class DraftSide:
-    def __init__(self, drafter: Drafter, request: PrefillRequest, config: DecodingConfig, stats: SpecStats):
+    def __init__(self, drafter: Drafter, request: PrefillRequest, config: DecodingConfig, stats: SpecStats,
+                 lengths: Optional[DraftLengths] = None):
         self.drafter, self.request, self.config, self.stats = drafter, request, config, stats
+        self.lengths = lengths
         self.peer = Peer()
         self.keep: Optional[VideoKeep] = None
         self.stop_tokens: frozenset[int] = frozenset()
         self.tower: Optional[TowerFeatures] = None  # the target's vision tower output, if shared
-        self._restoring: Optional[asyncio.Task] = None  # re-prefilling a lost session
+        self._restoring: Optional[asyncio.Task] = None  # re-prefilling a lost session, or opening a deferred one
+        self._deferred = False  # no session yet: the request began where no round would draft
 
     @property
     def needs_target(self) -> bool:
@@ -140,8 +146,18 @@ class DraftSide:
             self.keep, self.tower = draft_keep(target, self.config), target.tower_features
         self.stats.prune_s = time.perf_counter() - started
         self.stats.vision_shared = self.tower is not None
+        if self._no_round_would_draft():
+            self._deferred = self.stats.draft_deferred = True
+            return
         self.stats.draft_context_tokens = await self._prefill()
         self.stats.draft_prefill_s = time.perf_counter() - started - self.stats.prune_s
+
+    def _no_round_would_draft(self) -> bool:
+        """Whether the load makes the first rounds of this request draft nothing (adaptive draft
+        length): its draft prefill then waits until a round chooses to draft."""
+        if self.lengths is None or self.config.draft_length != "adaptive":
+            return False
+        return self.lengths.choose(self.config.method, self.config.num_draft_tokens, joining=1) == 0
 
     def started(self, target: PrefillResult) -> None:
         """Both sessions are open: what the rounds need from the target's prefill."""
@@ -151,9 +167,11 @@ class DraftSide:
     async def propose(self, generated: list[int], k: int) -> Proposal:
         """Up to k drafts continuing `generated`; none while a lost session is being restored."""
         waited = time.perf_counter()
+        if self._deferred and k > 0:  # the load fell: open the draft's session, meanwhile decode alone
+            self._deferred, self._restoring = False, asyncio.ensure_future(self._prefill())
         proposal = await self._proposal(generated, k if self._session_ready() else 0)
         self.stats.draft_wait_s += time.perf_counter() - waited
-        if self._restoring is not None:
+        if self._restoring is not None or self._deferred:
             self.stats.draftless_rounds += 1
         return proposal
 
@@ -188,8 +206,8 @@ class DraftSide:
             else:
                 self._restoring = None
                 self.peer.forget()
-                self.stats.sessions_restored += 1
-        return self._restoring is None
+                self.stats.sessions_restored += 0 if self.stats.draft_deferred else 1
+        return self._restoring is None and not self._deferred
 
     async def _prefill(self) -> int:
         return await self.drafter.prefill(self.request, self.keep, self.tower)

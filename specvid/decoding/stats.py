@@ -8,6 +8,7 @@ after prefill; end-to-end time also includes video fetch/decode and prefill.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 
 @dataclass
@@ -19,9 +20,11 @@ class SpecStats:
     accepted_per_position: list[int] = field(default_factory=list)
     drafted_per_position: list[int] = field(default_factory=list)
     rounds_by_accepted: list[int] = field(default_factory=list)  # entry i: rounds that accepted i
+    rounds_by_draft_length: list[int] = field(default_factory=list)  # entry k: rounds that chose to draft k
     loose_accepts: int = 0  # LVSpec: accepted mismatches at non-strict positions
     shift_rescues: int = 0  # LVSpec: accepted mismatches at strict positions, by the shift rule
     sessions_restored: int = 0
+    draft_deferred: bool = False  # the draft's prefill waited for a round that drafts (began under load)
     draftless_rounds: int = 0  # rounds verified without proposals while a lost draft session came back
     ahead_rounds: int = 0  # draft-ahead rounds: proposals drafted ahead during a verify
     ahead_hits: int = 0  # ... of which the next round used (every draft accepted, next token guessed)
@@ -47,10 +50,15 @@ class SpecStats:
         self.emitted += tokens
         self.decode_s = decode_s
 
-    def record_round(self, drafted: int, accepted: int, loose: int = 0, rescued: int = 0) -> None:
+    def record_round(self, drafted: int, accepted: int, loose: int = 0, rescued: int = 0,
+                     chosen: Optional[int] = None) -> None:
         """Count one verify round: `drafted` proposals, of which the first `accepted` kept
-        (`loose` of them loosely accepted and `rescued` by the shift rule)."""
+        (`loose` of them loosely accepted and `rescued` by the shift rule); `chosen`: the draft
+        length the round chose (`drafted` is fewer where the draft stopped early), if known."""
         self.rounds += 1
+        chosen = drafted if chosen is None else chosen
+        _grow(self.rounds_by_draft_length, chosen + 1)
+        self.rounds_by_draft_length[chosen] += 1
         self.drafted += drafted
         self.accepted += accepted
         self.loose_accepts += loose
@@ -68,6 +76,11 @@ class SpecStats:
     def tau(self) -> float:
         """Mean accepted draft tokens per round (bonus excluded)."""
         return self.accepted / self.rounds if self.rounds else 0.0
+
+    @property
+    def mean_draft_length(self) -> float:
+        """The k rounds chose on average (0 for plain decoding)."""
+        return sum(k * n for k, n in enumerate(self.rounds_by_draft_length)) / self.rounds if self.rounds else 0.0
 
     @property
     def acceptance_rate(self) -> float:
@@ -120,6 +133,7 @@ class SpecStats:
             tau=self.tau,
             tokens_per_round=self.tau + 1 if self.rounds else 0.0,
             acceptance_rate=self.acceptance_rate,
+            mean_draft_length=self.mean_draft_length,
             decode_tokens_per_s=self.decode_tokens_per_s,
             total_s=self.total_s,
             pruned_ratio=self.pruned_ratio,

@@ -133,7 +133,8 @@ class TargetWorker(Worker):
             logits = self._feed_many([b[1] for b in batch], [b[2] for b in batch])
             for (i, session, _, proposal), block in zip(batch, logits):
                 results[i] = self._judge(session, block, proposal)
-        return stamped(results, time.perf_counter() - started)
+        width = max((len(tokens) for _, _, tokens, _ in batch), default=0)
+        return stamped(results, time.perf_counter() - started, (len(batch), width))
 
     def _verify_with_video_mass(self, session: Session, tokens: list[int], proposal: Proposal) -> Verdict:
         """LVSpec with attention relevance: the verify forward also measures each query's

@@ -37,7 +37,7 @@ def bench_rows(random_models, tmp_path_factory):
     cases = zoo_cases(2, num_frames=8, size=112, directory=directory)
     engine = LocalEngine(target, draft, sources=SourceConfig(local_root=str(directory)))
     methods = parse_methods(
-        "sd,specvlm,uniform,lvspec:lam=0.9:w=2,lvspec:lam=0:w=0", {"num_draft_tokens": 3, "drop_rate": 0.9}
+        "sd,specvlm,uniform,lvspec:lam=0.9:w=2,lvspec:lam=0:w=0", {"num_draft_tokens": 3, "drop_rate": 0.9, "draft_length": "fixed"}
     )
     results = run_methods(engine, methods, cases, VideoSampling(num_frames=8, width=112, height=112), 12)
     return results, summarise(results, draft.kv_bytes_per_token)

@@ -96,7 +96,7 @@ def _request(case: int, method: str, options: dict) -> dict:
     sampling = {"max_tokens": options.get("max_tokens", 20), "ignore_eos": True}
     if "temperature" in options:
         sampling.update(temperature=options["temperature"], seed=options["seed"])
-    decoding = {"method": method, **{k: v for k, v in options.items() if k in ("relevance", "num_draft_tokens", "draft_confidence")}}
+    decoding = {"method": method, "draft_length": "fixed", **{k: v for k, v in options.items() if k in ("relevance", "num_draft_tokens", "draft_confidence")}}
     return {"video": "unused", "prompt": f"Request {case}: which shape moves?", "decoding": decoding, "sampling": sampling}
 
 

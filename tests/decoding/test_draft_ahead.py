@@ -23,7 +23,7 @@ def request(case: int, method: str, k: int, max_tokens: int, **decoding) -> dict
     return {
         "video": "unused",
         "prompt": f"Question {case}: what does the {['red', 'blue', 'green'][case % 3]} shape do?",
-        "decoding": {"method": method, "num_draft_tokens": k, **decoding},
+        "decoding": {"method": method, "num_draft_tokens": k, "draft_length": "fixed", **decoding},
         "sampling": {"max_tokens": max_tokens},
     }
 

@@ -19,7 +19,7 @@ def request(method="sd", max_tokens=24, **sampling):
     return {
         "video": "unused",
         "prompt": "What does the blue square do?",
-        "spec": {"method": method, "num_draft_tokens": 4},
+        "spec": {"method": method, "num_draft_tokens": 4, "draft_length": "fixed"},
         "sampling": {"max_tokens": max_tokens, **sampling},
     }
 

@@ -34,7 +34,7 @@ def request(case: int, method: str, k: int, max_tokens: int, stop=()):
     return {
         "video": "unused",
         "prompt": f"Question {case}: what happens to the {['red', 'blue', 'green'][case % 3]} shape?",
-        "spec": {"method": method, "num_draft_tokens": k},
+        "spec": {"method": method, "num_draft_tokens": k, "draft_length": "fixed"},
         "sampling": {"max_tokens": max_tokens, "stop_token_ids": list(stop)},
     }
 

@@ -51,7 +51,7 @@ def test_a_shared_tower_changes_no_token_and_encodes_the_video_once(zoo_pairs, f
     try:
         for seed in range(3):
             request = {"video": "unused", "prompt": "Describe the video.", "sampling": {"max_tokens": 24},
-                       "decoding": {"method": method, "num_draft_tokens": 4}}
+                       "decoding": {"method": method, "num_draft_tokens": 4, "draft_length": "fixed"}}
             video = random_video(seed)
             ar = shared.generate({**request, "decoding": {"method": "ar"}}, video)
             before = len(encodes)

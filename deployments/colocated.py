@@ -1,0 +1,145 @@
+"""The colocated engine: draft, target and the decode loop in one process, behind the router.
+
+With `AppArgs.colocate`, a replica of `EngineServer` holds a whole `LocalEngine` in one actor
+(`EngineActor`): the request's checks, its video, both prefills and every round run there,
+exactly as in process, and the router relays the chunks. A request then costs one call and a
+message per streamed chunk, where the split deployment (a draft replica, a target replica or a
+tensor-parallel group, the loop in the router) pays two remote calls every round
+(docs/serving.md measures both). For a single node where draft and target fit one process; the
+split deployment stays what a target sharded over several GPUs needs.
+
+A replica that dies mid-request is replaced by Serve; the router then runs the request again on
+a live replica and skips the tokens the client already has. That run repeats them exactly when
+decoding is greedy or seeded; a request sampled without a seed is given one by the router, so it
+can be repeated too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from typing import AsyncIterator, Callable
+
+import ray
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.args import EngineServerArgs
+from deployments.remote import REPLICA_LOST, unwrap
+from deployments.workers import use_reserved_cpus, worker_facts
+from specvid.config import GenerationRequest, parse
+from specvid.decoding.stats import SpecStats
+from specvid.engine import LocalEngine
+from specvid.errors import UnavailableError
+from specvid.models.loader import load_model
+from specvid.request_path import IncrementalDetokenizer, StreamChunk
+
+RETRY_S = 60.0  # how long a request waits for a live replica before it is refused
+
+
+@ray.remote
+class EngineActor:
+    """A `LocalEngine` in an actor of its own: every request's whole path, streamed."""
+
+    def __init__(self, args: EngineServerArgs):
+        use_reserved_cpus()
+        draft = load_model(args.draft) if args.draft is not None else None
+        self.engine = LocalEngine(load_model(args.target), draft, sources=args.sources,
+                                  video_limits=args.video_limits, limits=args.limits,
+                                  max_sessions=args.max_sessions, max_batch=args.batching.max_batch_size,
+                                  draft_ahead=args.draft_ahead)
+
+    async def ready(self) -> bool:
+        return True
+
+    async def stream(self, request: dict, request_id: str) -> AsyncIterator[dict]:
+        """The request's rounds as {"token_ids"} (the router makes the text), then {"stats"}."""
+        stats = SpecStats()
+        async for chunk in self.engine.astream(request, stats=stats, request_id=request_id):
+            if chunk.token_ids:
+                yield {"token_ids": chunk.token_ids}
+        yield {"stats": dataclasses.asdict(stats)}
+
+    async def describe(self) -> dict:
+        return worker_facts(self.engine.target)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class EngineServer:
+    def __init__(self, args: EngineServerArgs):
+        args = parse(EngineServerArgs, args)
+        self.actor = EngineActor.options(**args.resources.ray_options()).remote(args)
+        ray.get(self.actor.ready.remote())  # loaded (and compiled) before the replica reports healthy
+
+    async def endpoint(self):
+        """This replica's engine actor, for a router to call directly."""
+        return self.actor
+
+    async def describe(self) -> dict:
+        return await self.actor.describe.remote()
+
+    async def check_health(self) -> None:
+        await self.actor.ready.remote()
+
+
+class RemoteEngine:
+    """The router's side of a colocated engine: one request's tokens, from a live replica."""
+
+    def __init__(self, handle: DeploymentHandle, retry_s: float = RETRY_S):
+        self.handle = handle
+        self.retry_s = retry_s
+
+    async def stream(self, request: GenerationRequest, request_id: str, stats: SpecStats,
+                     decode_text: Callable[[list[int]], str]) -> AsyncIterator[StreamChunk]:
+        """The request's chunks; `stats` is filled in when it ends. A replica lost on the way is
+        replaced by another, which repeats the request; the tokens already streamed are skipped."""
+        request = _repeatable(request)
+        detok = IncrementalDetokenizer(decode_text)
+        loop = asyncio.get_running_loop()
+        delay, deadline = 0.1, loop.time() + self.retry_s
+        while True:
+            try:
+                async for tokens in self._attempt(request, request_id, stats, skip=len(detok.token_ids)):
+                    yield StreamChunk(tokens, detok.add(tokens))
+                break
+            except REPLICA_LOST as error:
+                if loop.time() + delay > deadline:
+                    raise UnavailableError(f"no engine replica could finish the request: {error}") from None
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+        if rest := detok.flush():
+            yield StreamChunk([], rest)
+
+    async def _attempt(self, request: GenerationRequest, request_id: str, stats: SpecStats,
+                       skip: int) -> AsyncIterator[list[int]]:
+        """One run on a replica: its rounds' tokens past the first `skip`."""
+        actor = await self.handle.endpoint.remote()
+        messages = actor.stream.options(num_returns="streaming").remote(request.model_dump(), request_id)
+        try:
+            async for ref in messages:
+                try:
+                    message = await ref
+                except ray.exceptions.RayTaskError as error:
+                    raise unwrap(error) from None
+                if "stats" in message:
+                    _fill(stats, message["stats"])
+                    continue
+                tokens, skip = message["token_ids"][skip:], max(0, skip - len(message["token_ids"]))
+                if tokens:
+                    yield tokens
+        finally:
+            ray.cancel(messages)  # a client that went away frees the request's sessions at once
+
+
+def _repeatable(request: GenerationRequest) -> GenerationRequest:
+    """The request with a seed if it samples without one, so a repeated run gives the same tokens."""
+    if request.sampling.greedy or request.sampling.seed is not None:
+        return request
+    sampling = request.sampling.model_copy(update={"seed": random.getrandbits(63)})
+    return request.model_copy(update={"sampling": sampling})
+
+
+def _fill(stats: SpecStats, fields: dict) -> None:
+    for name, value in fields.items():
+        setattr(stats, name, value)
