@@ -64,6 +64,11 @@ class EngineActor:
     async def describe(self) -> dict:
         return worker_facts(self.engine.target)
 
+    async def sessions(self) -> tuple[int, int]:
+        """Sessions open now: the target's and the draft's."""
+        draft = self.engine.draft_worker
+        return len(self.engine.target_worker.sessions), 0 if draft is None else len(draft.sessions)
+
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 class EngineServer:

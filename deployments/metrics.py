@@ -34,6 +34,11 @@ class RouterMetrics:
             description="Draft tokens accepted, by position in the draft.",
             tag_keys=(*tags, "position"),
         )
+        self.rounds = Counter(
+            "specvid_decode_rounds",
+            description="Decode rounds by the draft length they chose (label draft_length; 0: plain decoding).",
+            tag_keys=(*tags, "draft_length"),
+        )
         self.requests = Counter(
             "specvid_requests", description="Finished requests by outcome.", tag_keys=(*tags, "outcome")
         )
@@ -83,6 +88,9 @@ class RouterMetrics:
             self.num_draft_tokens.inc(stats.drafted, tags)
         if stats.accepted:
             self.num_accepted_tokens.inc(stats.accepted, tags)
+        for k, rounds in enumerate(stats.rounds_by_draft_length):
+            if rounds:
+                self.rounds.inc(rounds, {**tags, "draft_length": str(k)})
         for position, accepted in enumerate(stats.accepted_per_position):
             if accepted:
                 self.num_accepted_tokens_per_pos.inc(accepted, {**tags, "position": str(position)})

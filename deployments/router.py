@@ -2,8 +2,11 @@
 
 Per request it fetches and decodes the video once, puts the frames in the object store, and
 runs `specvid.request_path.run_request` (the request path `LocalEngine` runs) with a remote
-drafter and verifier: the router is that path's transport. Python callers take it through the
-handle methods `generate` and `stream`; HTTP callers through the FastAPI routes below.
+drafter and verifier: the router is that path's transport. With `colocate`, a replica of the
+engine deployment runs the whole path instead and the router relays its tokens
+(`deployments/colocated.py`). Either way the router admits, times out, meters and formats.
+Python callers take it through the handle methods `generate` and `stream`; HTTP callers through
+the FastAPI routes below.
 """
 
 import asyncio
@@ -21,6 +24,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.args import AppArgs
+from deployments.colocated import RemoteEngine
 from deployments.graphs import Links
 from deployments.http import api, api_key_from_env, configure, error_response, json_body
 from deployments.metrics import RouterMetrics
@@ -85,6 +89,8 @@ class Router:
             )
         configure(api_key, self.args.limits)
         self.target, self.draft = target, draft
+        # Colocated: `target` is an engine replica that runs whole requests (`deployments/colocated.py`).
+        self.engine = RemoteEngine(target) if self.args.colocate else None
         self.metrics = RouterMetrics()
         self.gate = AdmissionGate(self.args.admission)
         self._tokenizer = None
@@ -176,7 +182,8 @@ class Router:
         outcome, status = "error", 500
         try:
             async with asyncio.timeout(self.args.request_timeout_s), self._admitted():
-                chunks = run_request(self, request, stats, request_id)
+                chunks = (self.engine.stream(request, request_id, stats, await self.decode_text())
+                          if self.engine is not None else run_request(self, request, stats, request_id))
                 try:
                     async for item in chunks:
                         if first_token_s is None and item.token_ids:

@@ -218,11 +218,12 @@ class LocalEngine:
         request: Union[GenerationRequest, dict],
         video: Optional[DecodedVideo] = None,
         stats: Optional[SpecStats] = None,
+        request_id: Optional[str] = None,
     ) -> AsyncIterator[StreamChunk]:
         """Yield text as it is verified; `video` skips fetching `request.video`; `stats`, if
         given, is filled in as decoding goes."""
         request = parse(GenerationRequest, request)
-        chunks = run_request(self, request, SpecStats() if stats is None else stats, video=video)
+        chunks = run_request(self, request, SpecStats() if stats is None else stats, request_id, video=video)
         self._in_flight += 1
         try:
             # In process nothing else suspends a request: requests started together all count
