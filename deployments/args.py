@@ -64,6 +64,13 @@ class AppArgs(_Strict):
         "call's overhead, one router per worker actor, but their channel readers spin on a core each while "
         "they wait, idle or not (docs/serving.md). For nodes with cores to spare; false: plain actor calls.",
     )
+    decode_threads: int = Field(
+        1,
+        ge=1,
+        description="With colocate: torch threads of the decode rounds; prefills use every CPU the engine "
+        "reserves. A decode step is small, and on cores shared with the router and the proxy a second "
+        "thread mostly waits for the first (docs/serving.md).",
+    )
     colocate: bool = Field(
         False,
         description="Run draft, target and the decode loop in one engine process per replica, the router "
@@ -159,6 +166,7 @@ class EngineServerArgs(_Strict):
     max_sessions: int = Field(64, ge=1, description="Sessions each model keeps (LRU) before evicting.")
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="How rounds are batched.")
     draft_ahead: bool = Field(False, description="Draft-ahead rounds unless a request says otherwise.")
+    decode_threads: int = Field(1, ge=1, description="torch threads of decode rounds (prefills: every reserved CPU).")
     resources: ReplicaResources = Field(default_factory=ReplicaResources, description="Reserved by the engine.")
     sources: SourceConfig = Field(default_factory=SourceConfig)
     video_limits: VideoLimits = Field(default_factory=VideoLimits)
@@ -169,5 +177,6 @@ class EngineServerArgs(_Strict):
         resources = ReplicaResources(num_cpus=app.rank_resources.num_cpus + app.draft_resources.num_cpus,
                                      num_gpus=app.rank_resources.num_gpus + app.draft_resources.num_gpus)
         return cls(target=app.target, draft=app.draft, max_sessions=app.max_sessions, batching=app.batching,
-                   draft_ahead=app.draft_ahead, resources=resources, sources=app.sources,
+                   draft_ahead=app.draft_ahead, decode_threads=app.decode_threads, resources=resources,
+                   sources=app.sources,
                    video_limits=app.video_limits, limits=app.limits)

@@ -22,6 +22,7 @@ import random
 from typing import AsyncIterator, Callable
 
 import ray
+import torch
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -43,12 +44,15 @@ class EngineActor:
     """A `LocalEngine` in an actor of its own: every request's whole path, streamed."""
 
     def __init__(self, args: EngineServerArgs):
-        use_reserved_cpus()
+        cpus = use_reserved_cpus()
         draft = load_model(args.draft) if args.draft is not None else None
+        # Prefills (long, compute-bound) take every reserved CPU; decode rounds (short steps, where
+        # a thread that loses its core to another process stalls the rest) take `decode_threads`.
+        torch.set_num_threads(min(cpus, args.decode_threads))
         self.engine = LocalEngine(load_model(args.target), draft, sources=args.sources,
                                   video_limits=args.video_limits, limits=args.limits,
                                   max_sessions=args.max_sessions, max_batch=args.batching.max_batch_size,
-                                  draft_ahead=args.draft_ahead)
+                                  draft_ahead=args.draft_ahead, prefill_threads=cpus)
 
     async def ready(self) -> bool:
         return True

@@ -260,15 +260,16 @@ class TargetServer:
         await self.actor.ready.remote()
 
 
-def use_reserved_cpus() -> None:
+def use_reserved_cpus() -> int:
     """Intra-op threads for this actor's forwards: as many as the CPUs it reserved (at least 1).
 
     Left alone, every actor's torch starts a thread per core of the node, and the draft, target
     and router processes of one machine then fight over the same cores (measured slower)."""
     import torch
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-    torch.set_num_threads(max(1, int(cpus)))
+    cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 0)))
+    torch.set_num_threads(cpus)
+    return cpus
 
 
 def worker_facts(model) -> dict:

@@ -8,10 +8,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Optional, Sequence, Union
+
+import torch
 
 from specvid.config import (
     GenerationRequest,
@@ -82,14 +85,29 @@ class _Forwards:
         return await asyncio.get_running_loop().run_in_executor(self._thread, forward, *args)
 
 
+@contextlib.contextmanager
+def intra_op_threads(threads: Optional[int]) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` for a block (None: as they are)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class InProcessDrafter:
     """A `Drafter` over a `DraftWorker` of this process. With a thread, the draft's forwards run
     there (draft-ahead rounds overlap them with the target's); `settle` and `release` only touch
     session state and run at once, even while a forward runs."""
 
     def __init__(self, worker: DraftWorker, max_batch: int, in_flight: Callable[[], int],
-                 thread: Optional[ThreadPoolExecutor] = None):
+                 thread: Optional[ThreadPoolExecutor] = None, prefill_threads: Optional[int] = None):
         self.worker = worker
+        self.prefill_threads = prefill_threads
         self._forward = _Forwards(thread)
         self._propose = _Batched(lambda calls: self._forward(worker.propose_many, calls), max_batch, in_flight)
 
@@ -100,7 +118,11 @@ class InProcessDrafter:
 
     async def prefill(self, request: PrefillRequest, keep: Optional[VideoKeep],
                       tower: Optional[TowerFeatures] = None) -> int:
-        return await self._forward(self.worker.prefill, request, keep, tower)
+        return await self._forward(self._prefill, request, keep, tower)
+
+    def _prefill(self, *args) -> int:
+        with intra_op_threads(self.prefill_threads):
+            return self.worker.prefill(*args)
 
     async def propose(self, request_id: str, commit: Commit, k: int) -> Proposal:
         return await self._propose((request_id, commit, k))
@@ -115,8 +137,10 @@ class InProcessDrafter:
 class InProcessVerifier:
     """A `Verifier` over a `TargetWorker` of this process."""
 
-    def __init__(self, worker: TargetWorker, max_batch: int, in_flight: Callable[[], int]):
+    def __init__(self, worker: TargetWorker, max_batch: int, in_flight: Callable[[], int],
+                 prefill_threads: Optional[int] = None):
         self.worker = worker
+        self.prefill_threads = prefill_threads
         forward = _Forwards()  # on the event loop: in process the forward is the work
         self._verify = _Batched(lambda calls: forward(worker.verify_many, calls), max_batch, in_flight)
 
@@ -126,7 +150,8 @@ class InProcessVerifier:
         return self._verify.sizes
 
     async def prefill(self, request: PrefillRequest) -> PrefillResult:
-        return self.worker.prefill(request)
+        with intra_op_threads(self.prefill_threads):
+            return self.worker.prefill(request)
 
     async def verify(self, request_id: str, commit: Commit, proposal: Proposal) -> Verdict:
         return await self._verify((request_id, commit, proposal))
@@ -149,11 +174,14 @@ class LocalEngine:
         max_sessions: int = 64,
         max_batch: int = 16,
         draft_ahead: bool = False,
+        prefill_threads: Optional[int] = None,
     ):
         """`sources`: where videos may come from; by default the user's own local files too (this
         is the user's own process; a served deployment refuses them unless configured) and S3.
         `draft_ahead`: draft-ahead rounds by default, with the draft's forwards on a thread of
-        their own so they overlap the target's (`decoding/ahead.py` says why it is off by default)."""
+        their own so they overlap the target's (`decoding/ahead.py` says why it is off by default).
+        `prefill_threads`: torch's intra-op threads during prefills (None: the process's setting),
+        for a process whose decode rounds run on fewer threads than prefill can use."""
         if draft is not None:
             check_pair(target, draft)
         self.target, self.draft = target, draft
@@ -167,9 +195,9 @@ class LocalEngine:
         self._in_flight = 0  # requests decoding now
         in_flight = lambda: self._in_flight  # noqa: E731
         thread = ThreadPoolExecutor(1, thread_name_prefix="specvid-draft") if self.draft_ahead else None
-        self._drafter = (InProcessDrafter(self.draft_worker, max_batch, in_flight, thread)
+        self._drafter = (InProcessDrafter(self.draft_worker, max_batch, in_flight, thread, prefill_threads)
                          if self.draft_worker is not None else None)
-        self._verifier = InProcessVerifier(self.target_worker, max_batch, in_flight)
+        self._verifier = InProcessVerifier(self.target_worker, max_batch, in_flight, prefill_threads)
         self.draft_lengths = DraftLengths()  # every round's k, for the requests decoding at once
 
     @classmethod

@@ -282,9 +282,9 @@ def _add_bench_serve_args(p: argparse.ArgumentParser) -> None:
                    help="a running deployment, e.g. http://127.0.0.1:8000 (`make run`); without it the "
                         "clients share an in-process LocalEngine of --target / --draft")
     add_model_args(p, compile_models=True)
-    p.add_argument("--overhead", action="store_true",
-                   help="with --url: also run the one-client requests through LocalEngine (--target / --draft) "
-                        "and report the Serve overhead per round")
+    p.add_argument("--compare", "--overhead", dest="compare", action="store_true",
+                   help="with --url: run every level through LocalEngine (--target / --draft) too and print served "
+                        "and in-process side by side (with the k each chose), and the Serve overhead per round")
     p.add_argument("--methods", default="ar,sd",
                    help="comma-separated methods with knobs as in `specvid bench` (e.g. sd,sd:draft_ahead=true)")
     p.add_argument("--concurrency", default="1,4,8,16", help="comma-separated numbers of concurrent clients")
@@ -296,7 +296,7 @@ def _add_bench_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bucket", default="specvid-samples", help="the bucket of the default sample clips")
     p.add_argument("--api-key-env", default="SPECVID_API_KEY", help="environment variable holding the API key")
     p.add_argument("--max-seconds", type=float, default=300.0, help="stop sending at a level after this long")
-    p.add_argument("--json", default=None, help="write {meta, rows, overhead} here")
+    p.add_argument("--json", default=None, help="write {meta, rows, compared, overhead} here")
     p.add_argument("--plot", default=None, help="write a PNG of throughput and latency against concurrency")
 
 
@@ -325,13 +325,19 @@ def run_bench_serve(args: argparse.Namespace) -> int:
             client, videos = _engine_client(args, Path(tmp))
         rows, alone = serving.run_levels(client, methods, levels, videos, prompt, args.max_tokens,
                                          args.requests_per_client, args.max_seconds)
-        overhead = []
-        if args.url and args.overhead:
+        overhead, compared = [], []
+        if args.url and args.compare:
             local, local_videos = _engine_client(args, Path(tmp), videos)
+            local_rows, _ = serving.run_levels(local, methods, levels, local_videos, prompt, args.max_tokens,
+                                               args.requests_per_client, args.max_seconds)
+            compared = serving.side_by_side(rows, local_rows)
             overhead = serving.overhead_rows(alone, local, local_videos, prompt, args.max_tokens)
     where = args.url or f"LocalEngine {args.target} + {args.draft}"
     print(f"\n{where}: {args.max_tokens} tokens per request\n")
     print(serving.format_serve_table(rows))
+    if compared:
+        print("\nServed against in process (LocalEngine, same requests, same clients):\n")
+        print(format_table(compared, serving.SIDE_BY_SIDE_COLUMNS))
     if overhead:
         print("\nServe against LocalEngine, one client, same requests:\n")
         print(format_table(overhead, serving.OVERHEAD_COLUMNS))
@@ -339,7 +345,8 @@ def run_bench_serve(args: argparse.Namespace) -> int:
             "videos": len(videos), "requests_per_client": args.requests_per_client}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows, "overhead": overhead}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows, "compared": compared,
+                                                "overhead": overhead}, indent=2) + "\n")
     if args.plot:
         serving.plot_serving(Path(args.plot), rows, where)
     return 0
@@ -357,5 +364,5 @@ def _engine_client(args: argparse.Namespace, tmp, uris=None):
     local = {uri: files.get(uri.rsplit("/", 1)[-1]) for uri in uris}
     missing = [uri for uri, path in local.items() if path is None]
     if missing:
-        raise SystemExit(f"--overhead compares the sample clips only; not a sample clip: {', '.join(missing)}")
+        raise SystemExit(f"--compare compares the sample clips only; not a sample clip: {', '.join(missing)}")
     return serving.EngineClient(engine, {uri: engine.load_video(path) for uri, path in local.items()}), uris

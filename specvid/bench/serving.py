@@ -6,7 +6,9 @@ aggregate throughput (emitted tokens / wall time), time to first token, p50 / p9
 refusals (503). Against a running deployment (`--url`, REST with server-sent events) or an
 in-process `LocalEngine` (same requests, same measurement, no Ray).
 
-The Serve overhead per round is `(served decode time - LocalEngine decode time) / rounds` of
+With `--compare`, every level runs again through an in-process `LocalEngine` (the deployment
+idle meanwhile) and the two are printed side by side, with the draft length each chose. The
+Serve overhead per round is `(served decode time - LocalEngine decode time) / rounds` of
 the same request with the same tokens, one client at a time, median over requests; `LocalEngine`
 runs its default (no draft-ahead rounds), whatever the served method asks for. Methods take the
 knobs of `specvid bench --methods`: `sd,sd:draft_ahead=true` compares draft-ahead rounds with plain.
@@ -138,8 +140,53 @@ def level_row(method: str, concurrency: int, outcomes: Sequence[Outcome], wall_s
         "latency_p50_ms": 1e3 * _quantile(latencies, 0.5),
         "latency_p99_ms": 1e3 * _quantile(latencies, 0.99),
         "tokens_per_round": tokens / rounds if rounds else 0.0,
+        "mean_k": mean_draft_length(served),
         "wall_s": wall_s,
     }
+
+
+def mean_draft_length(outcomes: Sequence[Outcome]) -> float:
+    """The draft length the requests' rounds chose, on average over all their rounds."""
+    counts = [o.stats.get("rounds_by_draft_length", []) for o in outcomes]
+    rounds = sum(sum(c) for c in counts)
+    return sum(k * n for c in counts for k, n in enumerate(c)) / rounds if rounds else 0.0
+
+
+def side_by_side(served: Sequence[dict], local: Sequence[dict]) -> list[dict]:
+    """Each method and concurrency served and in process: throughput, their ratio and the k chosen;
+    `vs best local`: the served throughput against the better in-process method at that concurrency."""
+    in_process = {(r["method"], r["concurrency"]): r for r in local}
+    best = {}
+    for r in local:
+        best[r["concurrency"]] = max(best.get(r["concurrency"], 0.0), r["tokens_per_s"])
+    rows = []
+    for row in served:
+        other = in_process.get((row["method"], row["concurrency"]))
+        if other is None:
+            continue
+        rows.append({
+            "method": row["method"],
+            "concurrency": row["concurrency"],
+            "served_tokens_per_s": row["tokens_per_s"],
+            "local_tokens_per_s": other["tokens_per_s"],
+            "served_vs_local": row["tokens_per_s"] / max(other["tokens_per_s"], 1e-9),
+            "served_vs_best_local": row["tokens_per_s"] / max(best[row["concurrency"]], 1e-9),
+            "served_k": row["mean_k"],
+            "local_k": other["mean_k"],
+        })
+    return rows
+
+
+SIDE_BY_SIDE_COLUMNS = (
+    ("method", "method", "{}"),
+    ("clients", "concurrency", "{}"),
+    ("served tok/s", "served_tokens_per_s", "{:.1f}"),
+    ("in-process tok/s", "local_tokens_per_s", "{:.1f}"),
+    ("served / in-process", "served_vs_local", "{:.2f}"),
+    ("vs best in-process", "served_vs_best_local", "{:.2f}"),
+    ("k served", "served_k", "{:.2f}"),
+    ("k in-process", "local_k", "{:.2f}"),
+)
 
 
 def with_scaling(rows: list[dict]) -> list[dict]:
@@ -193,6 +240,7 @@ SERVE_COLUMNS = (
     ("p50 ms", "latency_p50_ms", "{:.0f}"),
     ("p99 ms", "latency_p99_ms", "{:.0f}"),
     ("tok/round", "tokens_per_round", "{:.2f}"),
+    ("mean k", "mean_k", "{:.2f}"),
 )
 
 

@@ -13,12 +13,14 @@ most tokens per second of round:
     goodput(k) = E[tokens | k] / (draft_s(b, k) + verify_s(b, k + 1) + overhead_s)
     E[tokens | k] = 1 + sum_{j=1..k} prod_{i<=j} a_i
 
-Every term is measured while requests decode, nothing is assumed about the hardware:
+Every term is measured while requests decode, nothing is assumed about the hardware (a batch
+size probes the other side, drafting or not, every 32 rounds, so no estimate goes stale):
 
 - a_i, the acceptance of draft position i once the positions before it were accepted, per
   method (`Acceptance`), forgotten slowly so that a draft judged useless is tried again;
 - draft_s and verify_s, the seconds of the batched forwards by their shape (`ForwardCosts`):
-  rows (requests in the batch) and width (draft steps; tokens per verify block);
+  rows (requests in the batch) and width (draft steps; tokens per verify block), the median of
+  a shape's last measurements;
 - overhead_s, a round's time outside the two forwards (the hops to remote workers, the loop,
   a batch missed), by batch size and by whether the round drafts.
 
@@ -32,7 +34,9 @@ proposes: output stays the target's at every k.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -42,7 +46,9 @@ ACCEPTANCE_MEMORY = 0.99
 PRIOR_TRIED = 2.0  # pseudo-rounds per position at the prior acceptance: optimistic, so an
 # unmeasured (or long unmeasured) position is tried, and measured
 PRIOR_ACCEPTED = 1.8
-COST_MEMORY = 0.8  # weight of a shape's previous estimate against a new measurement
+COST_MEMORY = 0.8  # weight of a round overhead's previous estimate against a new measurement
+RECENT_MEASUREMENTS = 9  # a forward shape's cost is the median of its last measurements
+PROBE_EVERY = 32  # rounds of a batch size between two probes of the other side (drafting or not)
 STAY_MARGIN = 0.1  # a batch size keeps its k until another promises this much more goodput
 REDECIDE_EVERY = 8  # rounds of a batch size between two decisions of its k
 
@@ -91,14 +97,18 @@ class ForwardCosts:
 
     def __init__(self, steps: bool):
         self.steps = steps
-        self.seconds: dict[tuple[int, int], float] = {}
+        self.seconds: dict[tuple[int, int], float] = {}  # by shape: the (low) median of its recent measurements
+        self._recent: dict[tuple[int, int], deque[float]] = {}
         self._line: Optional[Callable[[int], float]] = None  # fitted through `seconds`, until it changes
 
     def record(self, rows: int, width: int, seconds: float) -> None:
         if rows < 1 or width < 1 or seconds <= 0:
             return
-        old = self.seconds.get((rows, width))
-        self.seconds[rows, width] = seconds if old is None else COST_MEMORY * old + (1 - COST_MEMORY) * seconds
+        recent = self._recent.setdefault((rows, width), deque(maxlen=RECENT_MEASUREMENTS))
+        recent.append(seconds)
+        # A median: one forward that met a pause (a compilation, another process on the core)
+        # does not decide the draft length for long.
+        self.seconds[rows, width] = statistics.median_low(recent)
         self._line = None
 
     def estimate(self, rows: int, width: int) -> Optional[float]:
@@ -167,20 +177,30 @@ class DraftLengths:
             return 0
         rows = max(1, self.decoding + joining)
         current = self._chosen.get((method, rows))
+        # Every request of the batch asks each round: count in rounds of the batch.
         self._calls[method, rows] = calls = self._calls.get((method, rows), 0) + 1
-        if current is not None and current <= cap and calls % REDECIDE_EVERY:
-            return current  # between decisions (a decision costs more than a round should)
-        rates = self._rates(method, rows, cap)
-        if rates is None:
-            return cap  # nothing measured yet: draft, and measure
-        best = max(range(cap + 1), key=rates.__getitem__)
+        if current is not None and current <= cap:
+            if calls % (PROBE_EVERY * rows) == 0:
+                # Measure the other side now and then (lossless: k changes no token), so costs
+                # measured once, or long ago, do not keep a batch size from speculating, or from not.
+                return cap if current == 0 else 0
+            if calls % (REDECIDE_EVERY * rows):
+                return current  # between decisions (a decision costs more than a round should)
+        best = self.best(method, rows, cap)
         # Keep the k this batch size has unless another is clearly better: the requests of one
         # batch then draft alike (a batch's verify is as wide as its widest block), and noise in
         # the estimates does not flip it round by round.
-        if current is not None and current <= cap and rates[current] * (1 + STAY_MARGIN) >= rates[best]:
+        rates = self._rates(method, rows, cap)
+        if current is not None and current <= cap and rates and rates[current] * (1 + STAY_MARGIN) >= rates[best]:
             return current
         self._chosen[method, rows] = best
         return best
+
+    def best(self, method: str, rows: int, cap: int) -> int:
+        """The k in [0, cap] the estimates favour for a batch of `rows` requests (cap before any
+        measurement: draft, and measure)."""
+        rates = self._rates(method, rows, cap)
+        return cap if rates is None else max(range(cap + 1), key=rates.__getitem__)
 
     def _rates(self, method: str, rows: int, cap: int) -> Optional[list[float]]:
         """Expected tokens per second of a round of each k in [0, cap] at `rows` requests."""

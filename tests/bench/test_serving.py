@@ -110,3 +110,23 @@ def test_the_http_client_keeps_as_many_requests_in_flight_as_there_are_clients()
     assert state["most"] == clients
     assert len(outcomes) == clients
     assert all(o.status == 200 and o.token_ids == [1, 2] and o.stats == {"rounds": 1} for o in outcomes)
+
+
+def test_side_by_side_pairs_levels_and_compares_with_the_better_in_process_method():
+    def row(method, clients, tokens_per_s, k):
+        return {"method": method, "concurrency": clients, "tokens_per_s": tokens_per_s, "mean_k": k}
+
+    served = [row("ar", 8, 150.0, 0.0), row("sd", 8, 180.0, 0.5), row("sd", 1, 120.0, 4.0)]
+    local = [row("ar", 8, 300.0, 0.0), row("sd", 8, 270.0, 0.2)]  # no in-process sd at 1: no pair
+    rows = serving.side_by_side(served, local)
+    assert [(r["method"], r["concurrency"]) for r in rows] == [("ar", 8), ("sd", 8)]
+    assert rows[1]["served_vs_local"] == pytest.approx(180 / 270)
+    assert rows[1]["served_vs_best_local"] == pytest.approx(180 / 300)
+    assert (rows[1]["served_k"], rows[1]["local_k"]) == (0.5, 0.2)
+
+
+def test_the_mean_draft_length_weighs_every_round():
+    outcomes = [Outcome(200, 1, None, [1], {"rounds_by_draft_length": [2, 0, 0, 0, 2]}),
+                Outcome(200, 1, None, [1], {"rounds_by_draft_length": [0, 0, 0, 0, 0, 4]})]
+    assert serving.mean_draft_length(outcomes) == pytest.approx((2 * 4 + 4 * 5) / 8)
+    assert serving.mean_draft_length([Outcome(200, 1)]) == 0.0

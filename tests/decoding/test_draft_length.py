@@ -6,7 +6,7 @@ import numpy as np
 
 import pytest
 
-from specvid.decoding.draft_length import REDECIDE_EVERY, Acceptance, DraftLengths, ForwardCosts
+from specvid.decoding.draft_length import PROBE_EVERY, REDECIDE_EVERY, Acceptance, DraftLengths, ForwardCosts
 from specvid.decoding.stats import SpecStats
 from specvid.engine import LocalEngine
 from specvid.models.loader import load_model
@@ -39,9 +39,8 @@ def good_draft(lengths: DraftLengths, rounds: int = 50) -> None:
 
 
 def choose_at(lengths: DraftLengths, rows: int) -> int:
-    """The k a round of a batch of `rows` gets, once the batch size has been decided afresh."""
-    lengths.decoding = rows
-    return [lengths.choose("sd", CAP) for _ in range(REDECIDE_EVERY)][-1]
+    """The k the estimates favour for a batch of `rows`."""
+    return lengths.best("sd", rows, CAP)
 
 
 def test_a_lone_request_drafts_and_a_compute_bound_batch_does_not():
@@ -82,13 +81,31 @@ def test_a_draft_the_target_rejects_is_not_used_and_tried_again_later():
     assert choose_at(lengths, 1) > 0
 
 
-def test_a_batch_keeps_its_k_until_another_is_clearly_better():
+def rounds_at(lengths: DraftLengths, rows: int, rounds: int) -> list[int]:
+    """The k each request of a batch of `rows` gets, round after round."""
+    lengths.decoding = rows
+    return [lengths.choose("sd", CAP) for _ in range(rounds * rows)]
+
+
+def test_a_batch_keeps_its_k_and_probes_the_other_side_now_and_then():
     lengths = DraftLengths()
     good_draft(lengths)
     measured(lengths, 1)
-    first = choose_at(lengths, 1)
-    lengths.record_forward("verify", 1, first + 1, 1.02 * verify_ms(1, first + 1) / 1e3)  # noise
-    assert choose_at(lengths, 1) == first
+    measured(lengths, 8)
+    assert set(rounds_at(lengths, 8, REDECIDE_EVERY)) == {0}
+    lengths.record_forward("verify", 8, 1, 1.05 * verify_ms(8, 1) / 1e3)  # noise does not flip it
+    ks = rounds_at(lengths, 8, PROBE_EVERY)
+    assert ks.count(CAP) == 1 and ks.count(0) == len(ks) - 1  # one probe of drafting per PROBE_EVERY rounds
+    ks = rounds_at(lengths, 1, PROBE_EVERY)
+    assert ks.count(0) == 1 and ks.count(CAP) == len(ks) - 1  # and alone, one probe of not drafting
+
+
+def test_one_slow_forward_does_not_decide_for_long():
+    lengths = DraftLengths()
+    good_draft(lengths)
+    measured(lengths, 1)
+    lengths.record_forward("draft", 1, CAP, 5.0)  # a pause: a compilation, another process on the core
+    assert choose_at(lengths, 1) == CAP  # the median of the shape's measurements
 
 
 def test_acceptance_counts_only_the_positions_judged():

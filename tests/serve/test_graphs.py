@@ -77,7 +77,7 @@ def compiled(ray_cluster, videos):
 
 def test_served_rounds_over_compiled_graphs_give_the_local_tokens(compiled, videos, local):
     request = {"video": videos["uris"][2], "prompt": "What moves?", "sampling": {"max_tokens": 24},
-               "decoding": {"method": "sd", "num_draft_tokens": 3}}
+               "decoding": {"method": "sd", "num_draft_tokens": 3, "draft_length": "fixed"}}
     expected = local.generate(request).token_ids
     first = compiled.generate.remote(request).result()["token_ids"]  # opens the links, on plain calls
     for deployment in ("DraftServer", "TargetServer"):

@@ -22,7 +22,7 @@ def request_for(app, seed: int, method: str, max_tokens: int = 24, **spec) -> di
         "video": app["videos"]["uris"][seed],
         "prompt": PROMPT,
         "sampling": {"max_tokens": max_tokens},
-        "spec": {"method": method, **spec},
+        "spec": {"method": method, "draft_length": "fixed", **spec},
     }
 
 
@@ -203,7 +203,7 @@ def test_a_draft_with_the_targets_vision_tower_takes_its_output_over_the_wire(ra
     handle = serve.run(build_app(args), name="shared-tower", route_prefix="/shared-tower")
     try:
         request = {"video": videos["uris"][2], "prompt": PROMPT, "sampling": {"max_tokens": 24},
-                   "decoding": {"method": "sd", "num_draft_tokens": 4}}
+                   "decoding": {"method": "sd", "num_draft_tokens": 4, "draft_length": "fixed"}}
         got = handle.generate.remote(request).result()
         assert got["stats"]["vision_shared"] and got["stats"]["acceptance_rate"] > 0.9  # the target drafts itself
         assert got["token_ids"] == local.generate(request).token_ids

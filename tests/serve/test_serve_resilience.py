@@ -15,7 +15,7 @@ from deployments.app import build_app  # noqa: E402
 # Long enough (hundreds of one-token rounds) that the kill lands while the request runs.
 LONG = {
     "sampling": {"max_tokens": 400, "ignore_eos": True},
-    "decoding": {"method": "sd", "num_draft_tokens": 1},
+    "decoding": {"method": "sd", "num_draft_tokens": 1, "draft_length": "fixed"},
     "prompt": "Go on.",
 }
 # The longest pause a lost draft may cause: the target decodes alone while the draft comes back.
