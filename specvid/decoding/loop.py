@@ -82,7 +82,7 @@ async def decode(
                 stats.record_round(len(proposal.tokens), verdict.num_accepted, verdict.loose, verdict.rescued, k)
                 # A round's time runs verdict to verdict (the first round's start is not one).
                 now = time.perf_counter()
-                _measure(lengths, config, proposal, verdict, None if last_verdict is None else now - last_verdict)
+                _measure(lengths, config, k, proposal, verdict, None if last_verdict is None else now - last_verdict)
                 last_verdict = now
                 # The accepted drafts and the target's own next token are the next round's output.
                 pending = list(proposal.tokens[: verdict.num_accepted]) + [verdict.next_token]
@@ -100,14 +100,14 @@ def _draft_length(config: DecodingConfig, lengths: DraftLengths, budget: int) ->
     return lengths.choose(config.method, cap)
 
 
-def _measure(lengths: DraftLengths, config: DecodingConfig, proposal: Proposal, verdict: Verdict,
+def _measure(lengths: DraftLengths, config: DecodingConfig, k: int, proposal: Proposal, verdict: Verdict,
              round_s: Optional[float]) -> None:
     """What the round tells the chooser: the two batched forwards' costs, the acceptance, and
     the round's time (verdict to verdict) outside the forwards."""
     lengths.record_forward("draft", *proposal.batch, proposal.compute_s)
     lengths.record_forward("verify", *verdict.batch, verdict.compute_s)
-    lengths.record_round(config.method, len(proposal.tokens), verdict.num_accepted, round_s,
-                         proposal.compute_s + verdict.compute_s, drafting=bool(proposal.tokens))
+    lengths.record_round(config.method, k, len(proposal.tokens), verdict.num_accepted, round_s,
+                         proposal.compute_s + verdict.compute_s)
 
 
 def _draft_side(drafter: Optional[Drafter], request: PrefillRequest, config: DecodingConfig,

@@ -35,7 +35,7 @@ def measured(lengths: DraftLengths, rows: int, widths=range(1, CAP + 2)) -> None
 
 def good_draft(lengths: DraftLengths, rounds: int = 50) -> None:
     for _ in range(rounds):
-        lengths.record_round("sd", CAP, CAP, None, 0.0, drafting=True)
+        lengths.record_round("sd", CAP, CAP, CAP, None, 0.0)
 
 
 def choose_at(lengths: DraftLengths, rows: int) -> int:
@@ -70,11 +70,11 @@ def test_a_draft_the_target_rejects_is_not_used_and_tried_again_later():
     lengths = DraftLengths()
     measured(lengths, 1)
     for _ in range(60):
-        lengths.record_round("sd", CAP, 0, None, 0.0, drafting=True)
+        lengths.record_round("sd", CAP, CAP, 0, None, 0.0)
     assert choose_at(lengths, 1) == 0
     # Rounds that draft nothing measure no acceptance: the estimate drifts back to the prior.
     for _ in range(600):
-        lengths.record_round("sd", 0, 0, None, 0.0, drafting=False)
+        lengths.record_round("sd", 0, 0, 0, None, 0.0)
     assert Acceptance().rate(0) > 0.5
     for _ in range(600):
         lengths.acceptance["sd"].record(0, 0)
