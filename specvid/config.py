@@ -169,7 +169,8 @@ class DecodingConfig(_Strict):
         description="'adaptive': the engine picks each round's k, 0 (plain decoding) to num_draft_tokens, "
         "for the requests decoding at once, from the acceptance and forward costs it measures "
         "(docs/decoding.md): speculation where it pays, none where a full batch makes it cost. 'fixed': "
-        "every round drafts num_draft_tokens (pins k). Output is the same either way.",
+        "every round drafts num_draft_tokens (pins k). Output is the same either way. The loose methods "
+        "(lvspec) always draft a fixed k: what they accept depends on what was drafted.",
     )
     draft_confidence: float = Field(
         0.0,
@@ -247,6 +248,12 @@ class DecodingConfig(_Strict):
     def uses_draft(self) -> bool:
         """Whether a draft model proposes tokens (every method but plain autoregressive 'ar')."""
         return self.method != "ar"
+
+    @property
+    def adapts_draft_length(self) -> bool:
+        """Whether the engine picks each round's k for the load. Exact methods only: what a
+        loose method accepts depends on what was drafted, so its answer would follow the load."""
+        return self.uses_draft and self.draft_length == "adaptive" and not self.loose
 
     @property
     def prunes_video(self) -> bool:

@@ -93,11 +93,9 @@ async def decode(
 
 
 def _draft_length(config: DecodingConfig, lengths: DraftLengths, budget: int) -> int:
-    """This round's k: none for `ar`, the pinned k for a 'fixed' draft length, else the chooser's."""
+    """This round's k: none for `ar`, the chooser's for an adaptive draft length, else the most."""
     cap = min(config.num_draft_tokens, budget) if config.uses_draft else 0
-    if config.draft_length == "fixed":
-        return cap
-    return lengths.choose(config.method, cap)
+    return lengths.choose(config.method, cap) if config.adapts_draft_length else cap
 
 
 def _measure(lengths: DraftLengths, config: DecodingConfig, k: int, proposal: Proposal, verdict: Verdict,

@@ -155,7 +155,7 @@ class DraftSide:
     def _no_round_would_draft(self) -> bool:
         """Whether the load makes the first rounds of this request draft nothing (adaptive draft
         length): its draft prefill then waits until a round chooses to draft."""
-        if self.lengths is None or self.config.draft_length != "adaptive":
+        if self.lengths is None or not self.config.adapts_draft_length:
             return False
         return self.lengths.choose(self.config.method, self.config.num_draft_tokens, joining=1) == 0
 

@@ -181,3 +181,13 @@ def test_a_pinned_draft_length_drafts_under_load(zoo_engine):
     for result in loaded:  # every round drafts CAP, but where the token budget cuts the last ones
         assert result.stats.rounds_by_draft_length[CAP] >= result.stats.rounds - CAP
         assert not result.stats.draft_deferred
+
+
+def test_a_loose_method_drafts_a_fixed_k_whatever_the_load(zoo_engine):
+    # What LVSpec accepts depends on what was drafted: an answer must not follow the load.
+    requests = zoo_requests(4, method="lvspec")
+    alone = [zoo_engine.generate(body, video) for body, video in requests]
+    loaded = run_together(zoo_engine, requests)
+    assert [r.token_ids for r in loaded] == [r.token_ids for r in alone]
+    for result in loaded:
+        assert result.stats.rounds_by_draft_length[CAP] >= result.stats.rounds - CAP
