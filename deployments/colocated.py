@@ -1,8 +1,10 @@
 """The colocated engine: draft, target and the decode loop in one process, behind the router.
 
 With `AppArgs.colocate`, a replica of `EngineServer` holds a whole `LocalEngine` in one actor
-(`EngineActor`): the request's checks, its video, both prefills and every round run there,
-exactly as in process, and the router relays the chunks. A request then costs one call and a
+(`EngineActor`): both prefills and every round run there, exactly as in process, and the router
+relays the tokens. The router checks the request and fetches and decodes its video first, as
+for the split deployment, so the engine's process keeps its cores for forwards (decoding videos
+there cost its forwards 17 % of a core at 8 clients, measured). A request then costs one call and a
 message per streamed chunk, where the split deployment (a draft replica, a target replica or a
 tensor-parallel group, the loop in the router) pays two remote calls every round
 (docs/serving.md measures both). For a single node where draft and target fit one process; the
@@ -35,6 +37,7 @@ from specvid.engine import LocalEngine
 from specvid.errors import UnavailableError
 from specvid.models.loader import load_model
 from specvid.request_path import IncrementalDetokenizer, StreamChunk
+from specvid.video import DecodedVideo
 
 RETRY_S = 60.0  # how long a request waits for a live replica before it is refused
 
@@ -57,16 +60,25 @@ class EngineActor:
     async def ready(self) -> bool:
         return True
 
-    async def stream(self, request: dict, request_id: str) -> AsyncIterator[dict]:
-        """The request's rounds as {"token_ids"} (the router makes the text), then {"stats"}."""
+    async def stream(self, request: dict, request_id: str, video: DecodedVideo) -> AsyncIterator[dict]:
+        """The request's rounds over its decoded `video` as {"token_ids"} (the router makes the
+        text), then {"stats"}."""
         stats = SpecStats()
-        async for chunk in self.engine.astream(request, stats=stats, request_id=request_id):
+        async for chunk in self.engine.astream(request, video, stats=stats, request_id=request_id):
             if chunk.token_ids:
                 yield {"token_ids": chunk.token_ids}
         yield {"stats": dataclasses.asdict(stats)}
 
     async def describe(self) -> dict:
         return worker_facts(self.engine.target)
+
+    async def frame_size(self, width: int, height: int) -> tuple[int, int]:
+        return self.engine.target.frame_size(width, height)
+
+    async def context(self, prompt: str, frames: int, width: int, height: int) -> tuple[int, int]:
+        """(context tokens of such a request before generation, the model's context window)."""
+        target = self.engine.target
+        return target.context_length(prompt, frames, width, height), target.max_positions
 
     async def sessions(self) -> tuple[int, int]:
         """Sessions open now: the target's and the draft's."""
@@ -88,6 +100,12 @@ class EngineServer:
     async def describe(self) -> dict:
         return await self.actor.describe.remote()
 
+    async def frame_size(self, width: int, height: int) -> tuple[int, int]:
+        return await self.actor.frame_size.remote(width, height)
+
+    async def context(self, prompt: str, frames: int, width: int, height: int) -> tuple[int, int]:
+        return await self.actor.context.remote(prompt, frames, width, height)
+
     async def check_health(self) -> None:
         await self.actor.ready.remote()
 
@@ -100,16 +118,17 @@ class RemoteEngine:
         self.retry_s = retry_s
 
     async def stream(self, request: GenerationRequest, request_id: str, stats: SpecStats,
-                     decode_text: Callable[[list[int]], str]) -> AsyncIterator[StreamChunk]:
-        """The request's chunks; `stats` is filled in when it ends. A replica lost on the way is
-        replaced by another, which repeats the request; the tokens already streamed are skipped."""
-        request = _repeatable(request)
+                     decode_text: Callable[[list[int]], str], video: DecodedVideo) -> AsyncIterator[StreamChunk]:
+        """The request's chunks over its decoded `video`; `stats` is filled in when it ends. A
+        replica lost on the way is replaced by another, which repeats the request; the tokens
+        already streamed are skipped."""
+        request, video = _repeatable(request), ray.put(video)  # the frames go to the object store once
         detok = IncrementalDetokenizer(decode_text)
         loop = asyncio.get_running_loop()
         delay, deadline = 0.1, loop.time() + self.retry_s
         while True:
             try:
-                async for tokens in self._attempt(request, request_id, stats, skip=len(detok.token_ids)):
+                async for tokens in self._attempt(request, request_id, video, stats, skip=len(detok.token_ids)):
                     yield StreamChunk(tokens, detok.add(tokens))
                 break
             except REPLICA_LOST as error:
@@ -120,11 +139,11 @@ class RemoteEngine:
         if rest := detok.flush():
             yield StreamChunk([], rest)
 
-    async def _attempt(self, request: GenerationRequest, request_id: str, stats: SpecStats,
+    async def _attempt(self, request: GenerationRequest, request_id: str, video: ray.ObjectRef, stats: SpecStats,
                        skip: int) -> AsyncIterator[list[int]]:
         """One run on a replica: its rounds' tokens past the first `skip`."""
         actor = await self.handle.endpoint.remote()
-        messages = actor.stream.options(num_returns="streaming").remote(request.model_dump(), request_id)
+        messages = actor.stream.options(num_returns="streaming").remote(request.model_dump(), request_id, video)
         try:
             async for ref in messages:
                 try:

@@ -50,6 +50,7 @@ from specvid.errors import (
 )
 from specvid.request_path import (
     GenerationResult,
+    check_request,
     RequestShape,
     StreamChunk,
     collect,
@@ -117,7 +118,7 @@ class Router:
 
     @property
     def has_draft(self) -> bool:
-        return self.draft is not None
+        return self.args.draft is not None
 
     @property
     def draft_ahead(self) -> bool:
@@ -182,8 +183,8 @@ class Router:
         outcome, status = "error", 500
         try:
             async with asyncio.timeout(self.args.request_timeout_s), self._admitted():
-                chunks = (self.engine.stream(request, request_id, stats, await self.decode_text())
-                          if self.engine is not None else run_request(self, request, stats, request_id))
+                chunks = (self._engine_chunks(request, request_id, stats) if self.engine is not None
+                          else run_request(self, request, stats, request_id))
                 try:
                     async for item in chunks:
                         if first_token_s is None and item.token_ids:
@@ -221,6 +222,19 @@ class Router:
                 first_token_s,
                 outcome,
             )
+
+    async def _engine_chunks(self, request: GenerationRequest, request_id: str,
+                             stats: SpecStats) -> AsyncIterator[StreamChunk]:
+        """A colocated engine's chunks. The router checks the request and fetches and decodes its
+        video, as it does for the split deployment: the engine's process keeps its cores for
+        forwards."""
+        await check_request(request, self)
+        started = time.perf_counter()
+        video = await self.video_for(request)
+        video_s = time.perf_counter() - started
+        async for item in self.engine.stream(request, request_id, stats, await self.decode_text(), video):
+            yield item
+        stats.video_s = video_s
 
     @contextlib.asynccontextmanager
     async def _admitted(self):

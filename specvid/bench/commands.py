@@ -354,7 +354,8 @@ def run_bench_serve(args: argparse.Namespace) -> int:
 
 def _engine_client(args: argparse.Namespace, tmp, uris=None):
     """A LocalEngine client over held-out zoo clips, or over the sample clips `uris` name
-    (written here from their seeds: the same bytes the deployment reads from S3)."""
+    (written here from their seeds: the same bytes the deployment reads from S3), each request
+    reading and decoding its video as a served one does."""
     from specvid.bench import serving
     from specvid.shapesworld.sample import SAMPLE_CLIPS, write_samples
 
@@ -365,4 +366,4 @@ def _engine_client(args: argparse.Namespace, tmp, uris=None):
     missing = [uri for uri, path in local.items() if path is None]
     if missing:
         raise SystemExit(f"--compare compares the sample clips only; not a sample clip: {', '.join(missing)}")
-    return serving.EngineClient(engine, {uri: engine.load_video(path) for uri, path in local.items()}), uris
+    return serving.EngineClient(engine, local), uris  # videos fetched and decoded per request, as served

@@ -84,7 +84,9 @@ class EngineClient:
 
     def __init__(self, engine, videos: dict):
         self.engine = engine
-        self.videos = videos  # uri -> DecodedVideo, decoded once (a deployment caches nothing)
+        # uri -> a local file the engine fetches and decodes per request, as a deployment does,
+        # or a DecodedVideo used as is
+        self.videos = videos
 
     async def send(self, body: dict) -> Outcome:
         from specvid.decoding.stats import SpecStats
@@ -92,6 +94,8 @@ class EngineClient:
         started, stats = time.perf_counter(), SpecStats()
         outcome = Outcome(status=200, latency_s=0.0)
         video = self.videos.get(body["video"])
+        if isinstance(video, str):
+            body, video = {**body, "video": video}, None
         async for chunk in self.engine.astream(body, video=video, stats=stats):
             if chunk.token_ids and outcome.ttft_s is None:
                 outcome.ttft_s = time.perf_counter() - started
