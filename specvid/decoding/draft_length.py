@@ -10,8 +10,11 @@ speculation answer the same way).
 `DraftLengths` picks, for a batch of b requests decoding at once, the k in [0, cap] with the
 most tokens per second of round:
 
-    goodput(k) = E[tokens | k] / (draft_s(b, k) + verify_s(b, k + 1) + overhead_s)
+    goodput(k) = E[tokens | k] / round_s(b, k)
+    round_s(b, k) = measured whole, else draft_s(b, k) + verify_s(b, k + 1) + overhead_s
     E[tokens | k] = 1 + sum_{j=1..k} prod_{i<=j} a_i
+
+and drafts only where that beats plain decoding by SPECULATION_MARGIN.
 
 Every term is measured while requests decode, nothing is assumed about the hardware (a batch
 size probes the other side, drafting or not, every 32 rounds, so no estimate goes stale):
@@ -19,15 +22,17 @@ size probes the other side, drafting or not, every 32 rounds, so no estimate goe
 - a_i, the acceptance of draft position i once the positions before it were accepted, per
   method (`Acceptance`), forgotten slowly so that a draft judged useless is tried again;
 - draft_s and verify_s, the seconds of the batched forwards by their shape (`ForwardCosts`):
-  rows (requests in the batch) and width (draft steps; tokens per verify block), the median of
-  a shape's last measurements;
+  rows (requests in the batch) and width (draft steps; tokens per verify block), the low median
+  of a shape's last measurements;
 - overhead_s, a round's time outside the two forwards (the hops to remote workers, the loop,
-  a batch missed), by batch size and by whether the round drafts.
+  a batch missed), by batch size and by whether the round drafts;
+- round_s, whole rounds verdict to verdict, by batch size and k.
 
 Until a shape has been measured its cost is read off a line fitted through the shapes that
-have; with a single width measured, a wider forward is taken to cost the same (the memory-bound
-case), so a lone request drafts from its first round and the first batched rounds measure what
-width really costs. A round's k never changes its tokens, only how many of them a round
+have: a verify's seconds against its batch's tokens, a draft step's against its rows. With a
+single size measured the line is flat (a wider verify costs the same: the memory-bound case), so
+a lone request drafts from its first round and the first batched rounds measure what width
+really costs. A round's k never changes its tokens, only how many of them a round
 proposes: output stays the target's at every k.
 """
 
