@@ -30,7 +30,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.args import EngineServerArgs
 from deployments.remote import REPLICA_LOST, unwrap
-from deployments.workers import use_reserved_cpus, worker_facts
+from deployments.workers import TargetFacts, TargetHost, use_reserved_cpus
 from specvid.config import GenerationRequest, parse
 from specvid.decoding.stats import SpecStats
 from specvid.engine import LocalEngine
@@ -56,6 +56,7 @@ class EngineActor:
                                   video_limits=args.video_limits, limits=args.limits,
                                   max_sessions=args.max_sessions, max_batch=args.batching.max_batch_size,
                                   draft_ahead=args.draft_ahead, prefill_threads=cpus)
+        self.target = TargetHost(self.engine.target_worker)  # the facts a router asks of a target
 
     async def ready(self) -> bool:
         return True
@@ -70,15 +71,13 @@ class EngineActor:
         yield {"stats": dataclasses.asdict(stats)}
 
     async def describe(self) -> dict:
-        return worker_facts(self.engine.target)
+        return self.target.describe()
 
     async def frame_size(self, width: int, height: int) -> tuple[int, int]:
-        return self.engine.target.frame_size(width, height)
+        return self.target.frame_size(width, height)
 
     async def context(self, prompt: str, frames: int, width: int, height: int) -> tuple[int, int]:
-        """(context tokens of such a request before generation, the model's context window)."""
-        target = self.engine.target
-        return target.context_length(prompt, frames, width, height), target.max_positions
+        return self.target.context(prompt, frames, width, height)
 
     async def sessions(self) -> tuple[int, int]:
         """Sessions open now: the target's and the draft's."""
@@ -87,27 +86,11 @@ class EngineActor:
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
-class EngineServer:
+class EngineServer(TargetFacts):
     def __init__(self, args: EngineServerArgs):
         args = parse(EngineServerArgs, args)
         self.actor = EngineActor.options(**args.resources.ray_options()).remote(args)
         ray.get(self.actor.ready.remote())  # loaded (and compiled) before the replica reports healthy
-
-    async def endpoint(self):
-        """This replica's engine actor, for a router to call directly."""
-        return self.actor
-
-    async def describe(self) -> dict:
-        return await self.actor.describe.remote()
-
-    async def frame_size(self, width: int, height: int) -> tuple[int, int]:
-        return await self.actor.frame_size.remote(width, height)
-
-    async def context(self, prompt: str, frames: int, width: int, height: int) -> tuple[int, int]:
-        return await self.actor.context.remote(prompt, frames, width, height)
-
-    async def check_health(self) -> None:
-        await self.actor.ready.remote()
 
 
 class RemoteEngine:

@@ -213,37 +213,28 @@ class TargetActor(WorkerActor):
 # ---- the Serve replicas that own them --------------------------------------------------------
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0})
-class DraftServer:
-    def __init__(self, args: DraftServerArgs):
-        args = parse(DraftServerArgs, args)
-        self.actor = DraftActor.options(**args.resources.ray_options()).remote(args)
-        ray.get(self.actor.ready.remote())  # loaded before the replica reports healthy
+class ActorOwner:
+    """A Serve replica that owns one worker actor (`self.actor`): hands it to routers, answers
+    for it, and is as healthy as it is."""
+
+    actor: Any
 
     async def endpoint(self):
-        """This replica's draft actor, for a router to call directly."""
+        """This replica's actor, for a router to call directly."""
         return self.actor
 
     async def describe(self) -> dict:
         return await self.actor.describe.remote()
 
     async def check_health(self) -> None:
-        await self.actor.ready.remote()  # not `describe`: that ships the tokenizer every time
+        """Serve calls this periodically; a dead actor (or TP rank) makes the replica unhealthy,
+        so Serve replaces it instead of routing to a broken one. Not `describe`: that ships the
+        tokenizer every time."""
+        await self.actor.ready.remote()
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0})
-class TargetServer:
-    def __init__(self, args: TargetServerArgs):
-        args = parse(TargetServerArgs, args)
-        ranks = [] if args.tp_size == 1 else _start_group(args)
-        # Alone, the actor holds the model and its resources; over a group, it only coordinates.
-        options = args.rank_resources.ray_options() if args.tp_size == 1 else {"num_cpus": 0}
-        self.actor = TargetActor.options(**options).remote(args, ranks)
-        ray.get(self.actor.ready.remote())
-
-    async def endpoint(self):
-        """This replica's target actor, for a router to call directly."""
-        return self.actor
+class TargetFacts(ActorOwner):
+    """What a router asks of a replica whose actor holds the target, before any request runs."""
 
     async def frame_size(self, width: int, height: int) -> tuple[int, int]:
         return await self.actor.frame_size.remote(width, height)
@@ -251,13 +242,24 @@ class TargetServer:
     async def context(self, prompt: str, frames: int, width: int, height: int) -> tuple[int, int]:
         return await self.actor.context.remote(prompt, frames, width, height)
 
-    async def describe(self) -> dict:
-        return await self.actor.describe.remote()
 
-    async def check_health(self) -> None:
-        """Serve calls this periodically; a dead actor or rank makes the replica unhealthy, so
-        Serve replaces it (and its group) instead of routing to a broken one."""
-        await self.actor.ready.remote()
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class DraftServer(ActorOwner):
+    def __init__(self, args: DraftServerArgs):
+        args = parse(DraftServerArgs, args)
+        self.actor = DraftActor.options(**args.resources.ray_options()).remote(args)
+        ray.get(self.actor.ready.remote())  # loaded before the replica reports healthy
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class TargetServer(TargetFacts):
+    def __init__(self, args: TargetServerArgs):
+        args = parse(TargetServerArgs, args)
+        ranks = [] if args.tp_size == 1 else _start_group(args)
+        # Alone, the actor holds the model and its resources; over a group, it only coordinates.
+        options = args.rank_resources.ray_options() if args.tp_size == 1 else {"num_cpus": 0}
+        self.actor = TargetActor.options(**options).remote(args, ranks)
+        ray.get(self.actor.ready.remote())
 
 
 def use_reserved_cpus() -> int:
