@@ -168,7 +168,7 @@ class EngineServerArgs(_Strict):
     draft_ahead: bool = Field(False, description="Draft-ahead rounds unless a request says otherwise.")
     decode_threads: int = Field(1, ge=1, description="torch threads of decode rounds (prefills: every reserved CPU).")
     resources: ReplicaResources = Field(default_factory=ReplicaResources, description="Reserved by the engine.")
-    sources: SourceConfig = Field(default_factory=SourceConfig)
+    # No sources: videos reach the engine decoded, from the router.
     video_limits: VideoLimits = Field(default_factory=VideoLimits)
     limits: Limits = Field(default_factory=Limits)
 
@@ -178,5 +178,4 @@ class EngineServerArgs(_Strict):
                                      num_gpus=app.rank_resources.num_gpus + app.draft_resources.num_gpus)
         return cls(target=app.target, draft=app.draft, max_sessions=app.max_sessions, batching=app.batching,
                    draft_ahead=app.draft_ahead, decode_threads=app.decode_threads, resources=resources,
-                   sources=app.sources,
                    video_limits=app.video_limits, limits=app.limits)

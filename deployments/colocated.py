@@ -31,7 +31,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.args import EngineServerArgs
 from deployments.remote import REPLICA_LOST, unwrap
 from deployments.workers import TargetFacts, TargetHost, use_reserved_cpus
-from specvid.config import GenerationRequest, parse
+from specvid.config import GenerationRequest, SourceConfig, parse
 from specvid.decoding.stats import SpecStats
 from specvid.engine import LocalEngine
 from specvid.errors import UnavailableError
@@ -52,7 +52,8 @@ class EngineActor:
         # Prefills (long, compute-bound) take every reserved CPU; decode rounds (short steps, where
         # a thread that loses its core to another process stalls the rest) take `decode_threads`.
         torch.set_num_threads(min(cpus, args.decode_threads))
-        self.engine = LocalEngine(load_model(args.target), draft, sources=args.sources,
+        # Videos arrive decoded from the router: the engine reads from no source at all.
+        self.engine = LocalEngine(load_model(args.target), draft, sources=SourceConfig(s3_allowed_buckets=()),
                                   video_limits=args.video_limits, limits=args.limits,
                                   max_sessions=args.max_sessions, max_batch=args.batching.max_batch_size,
                                   draft_ahead=args.draft_ahead, prefill_threads=cpus)

@@ -198,11 +198,11 @@ class DraftLengths:
                 return cap if current == 0 else 0
             if calls % (REDECIDE_EVERY * rows):
                 return current  # between decisions (a decision costs more than a round should)
-        best = self.best(method, rows, cap)
+        rates = self._rates(method, rows, cap)
+        best = _best(rates, cap)
         # Keep the k this batch size has unless another is clearly better: the requests of one
         # batch then draft alike (a batch's verify is as wide as its widest block), and noise in
         # the estimates does not flip it round by round.
-        rates = self._rates(method, rows, cap)
         if current is not None and current <= cap and rates and rates[current] * (1 + STAY_MARGIN) >= rates[best]:
             return current
         self._chosen[method, rows] = best
@@ -210,14 +210,13 @@ class DraftLengths:
 
     def best(self, method: str, rows: int, cap: int) -> int:
         """The k in [0, cap] the estimates favour for a batch of `rows` requests (cap before any
-        measurement: draft, and measure)."""
-        rates = self._rates(method, rows, cap)
-        if rates is None:
-            return cap
-        best = max(range(cap + 1), key=rates.__getitem__)
-        # Drafting must promise clearly more than plain decoding: what it costs besides its
-        # rounds (the draft's prefill and cache, its share of the cores) is not in the rates.
-        return best if rates[best] >= (1 + SPECULATION_MARGIN) * rates[0] else 0
+        measurement: draft, and measure); unlike `choose`, it changes nothing."""
+        return _best(self._rates(method, rows, cap), cap)
+
+    def would_draft(self, method: str, cap: int, joining: int = 0) -> bool:
+        """Whether rounds at the current batch (and `joining` requests about to join it) would
+        draft at all, as the estimates stand."""
+        return cap > 0 and self.best(method, max(1, self.decoding + joining), cap) > 0
 
     def _rates(self, method: str, rows: int, cap: int) -> Optional[list[float]]:
         """Expected tokens per second of a round of each k in [0, cap] at `rows` requests."""
@@ -243,15 +242,16 @@ class DraftLengths:
                 self.acceptance.setdefault(method, Acceptance()).record(drafted, accepted)
             if round_s is None:
                 return
-            self.rounds.record(max(1, self.decoding), chosen + 1, round_s)
-            key, gap = (max(1, self.decoding), drafting), max(0.0, round_s - computed_s)
+            rows = max(1, self.decoding)
+            self.rounds.record(rows, chosen + 1, round_s)
+            key, gap = (rows, drafting), max(0.0, round_s - computed_s)
             old = self.overhead_s.get(key)
             self.overhead_s[key] = gap if old is None else COST_MEMORY * old + (1 - COST_MEMORY) * gap
 
     def record_forward(self, kind: str, rows: int, width: int, seconds: float) -> None:
         """A batched forward that answered a request: `kind` "draft" (width: steps) or "verify"
         (width: tokens per block). Every request of the batch reports it; a shape's estimate is
-        a running average, so the repeats only weigh it like one more measurement each."""
+        the low median of its recent measurements, which the repeats do not move."""
         with self._lock:
             (self.draft if kind == "draft" else self.verify).record(rows, width, seconds)
 
@@ -263,3 +263,13 @@ class DraftLengths:
             if known:
                 return self.overhead_s[min(known, key=lambda r: abs(r - rows)), flag]
         return 0.0
+
+
+def _best(rates: Optional[list[float]], cap: int) -> int:
+    """The k with the highest rate, if drafting promises clearly more than plain decoding (the
+    draft's prefill and cache, and its share of the cores, are not in the rates); cap before any
+    measurement: draft, and measure."""
+    if rates is None:
+        return cap
+    best = max(range(cap + 1), key=rates.__getitem__)
+    return best if rates[best] >= (1 + SPECULATION_MARGIN) * rates[0] else 0

@@ -132,6 +132,7 @@ class DraftSide:
         self.tower: Optional[TowerFeatures] = None  # the target's vision tower output, if shared
         self._restoring: Optional[asyncio.Task] = None  # re-prefilling a lost session, or opening a deferred one
         self._deferred = False  # no session yet: the request began where no round would draft
+        self._opening_deferred = False  # `_restoring` opens a deferred session (not a restore)
 
     @property
     def needs_target(self) -> bool:
@@ -157,7 +158,7 @@ class DraftSide:
         length): its draft prefill then waits until a round chooses to draft."""
         if self.lengths is None or not self.config.adapts_draft_length:
             return False
-        return self.lengths.choose(self.config.method, self.config.num_draft_tokens, joining=1) == 0
+        return not self.lengths.would_draft(self.config.method, self.config.num_draft_tokens, joining=1)
 
     def started(self, target: PrefillResult) -> None:
         """Both sessions are open: what the rounds need from the target's prefill."""
@@ -168,7 +169,8 @@ class DraftSide:
         """Up to k drafts continuing `generated`; none while a lost session is being restored."""
         waited = time.perf_counter()
         if self._deferred and k > 0:  # the load fell: open the draft's session, meanwhile decode alone
-            self._deferred, self._restoring = False, asyncio.ensure_future(self._prefill())
+            self._deferred, self._opening_deferred = False, True
+            self._restoring = asyncio.ensure_future(self._prefill())
         proposal = await self._proposal(generated, k if self._session_ready() else 0)
         self.stats.draft_wait_s += time.perf_counter() - waited
         if self._restoring is not None or self._deferred:
@@ -206,7 +208,8 @@ class DraftSide:
             else:
                 self._restoring = None
                 self.peer.forget()
-                self.stats.sessions_restored += 0 if self.stats.draft_deferred else 1
+                self.stats.sessions_restored += 0 if self._opening_deferred else 1
+                self._opening_deferred = False
         return self._restoring is None and not self._deferred
 
     async def _prefill(self) -> int:

@@ -122,6 +122,7 @@ class ProfiledCosts:
 
     def __init__(self, cost_ms):
         self.cost_ms = cost_ms
+        self.seconds = {}  # no shape measured whole: the profile's parts decide
 
     def record(self, rows, width, seconds):
         pass
@@ -135,6 +136,7 @@ def zoo_engine():
     engine = LocalEngine(load_model("qwen-tiny"), load_model("qwen-tiny-draft"))
     engine.draft_lengths.verify = ProfiledCosts(verify_ms)
     engine.draft_lengths.draft = ProfiledCosts(draft_ms)
+    engine.draft_lengths.rounds = ProfiledCosts(lambda rows, width: 0.0)  # whole rounds: the parts' sum
     return engine
 
 
